@@ -1,0 +1,23 @@
+# The CUDA backend: MEDTRAIN_CUDA=AUTO builds it when nvcc is found, ON requires it, OFF skips it.
+# Sets MEDTRAIN_HAVE_CUDA. Architectures default to 80;90 (A100, H100/H200).
+set(MEDTRAIN_HAVE_CUDA OFF)
+if(NOT MEDTRAIN_CUDA STREQUAL "OFF")
+  if(NOT DEFINED CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES "80;90")
+    endif()
+    enable_language(CUDA)
+    find_package(CUDAToolkit REQUIRED)
+    set(MEDTRAIN_HAVE_CUDA ON)
+  elseif(MEDTRAIN_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "MEDTRAIN_CUDA=ON but no CUDA compiler was found: put nvcc on PATH or set "
+                        "CMAKE_CUDA_COMPILER, or configure with -DMEDTRAIN_CUDA=OFF.")
+  else()
+    message(STATUS "nvcc not found: building without the CUDA backend")
+  endif()
+endif()
