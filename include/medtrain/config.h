@@ -30,6 +30,10 @@
 #include <stdint.h>
 #include "medtrain/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum mt_cfg_type {
     MT_CFG_STR,
     MT_CFG_INT,   /* a YAML integer; 1e3 or 2.0 are not integers */
@@ -86,5 +90,9 @@ mt_status mt_config_digest(const mt_config *c, char hex[65]);    /* SHA-256 of t
 
 /* Prints the schema as documented YAML (for --help and docs). */
 void mt_config_print_schema(const mt_cfg_key *schema, void *file /* FILE* */);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
