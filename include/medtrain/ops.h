@@ -14,6 +14,10 @@
 #include <stdbool.h>
 #include "medtrain/tensor.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* C = alpha * op(A) @ op(B) + beta * C.  op(A) is (M,K): A is (M,K), or (K,M) when trans_a.
  * op(B) is (K,N): B is (K,N), or (N,K) when trans_b.  C is (M,N).
  * Strided-batched when tensors are 3-D (batch, rows, cols); A or B may have batch 1 and is then
@@ -79,5 +83,9 @@ mt_status mt_cast(mt_ctx *ctx, const mt_tensor *src, mt_tensor *dst);
 int mt_op_count(void);
 const char *mt_op_name(int i);
 bool mt_op_supported(mt_device d, int i);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -18,6 +18,10 @@
 #include "medtrain/mem.h"
 #include "medtrain/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum mt_dtype { MT_F32, MT_BF16, MT_F16, MT_U8, MT_U16, MT_I32, MT_I64, MT_DTYPE_COUNT } mt_dtype;
 typedef enum mt_device { MT_CPU, MT_CUDA, MT_DEVICE_COUNT } mt_device;
 
@@ -79,6 +83,7 @@ typedef struct mt_ctx {
     void *stream;     /* cudaStream_t on CUDA; NULL on CPU */
     mt_arena scratch; /* op workspace on the context's device, rewound by each op */
     int threads;      /* CPU threads for OpenMP loops (BLAS threads are set separately) */
+    void *backend_state; /* the backend's own per-context state (cuBLAS handle, ...); or NULL */
 } mt_ctx;
 
 bool mt_backend_available(mt_device d); /* compiled in and a device present */
@@ -93,5 +98,9 @@ void mt_tensor_free(mt_ctx *ctx, mt_tensor *t);
 /* Copies between tensors of equal size on any pair of devices (host<->device included). */
 mt_status mt_tensor_copy(mt_ctx *ctx, mt_tensor *dst, const mt_tensor *src);
 mt_status mt_tensor_zero(mt_ctx *ctx, mt_tensor *t);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -9,6 +9,10 @@
 
 #include "medtrain/ops.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* A GEMM with shapes resolved by mt_gemm: row-major, leading dims are row strides. */
 typedef struct mt_gemm_desc {
     bool trans_a, trans_b;
@@ -71,5 +75,9 @@ bool mt_cuda_device_present(void);
 #endif
 
 const mt_backend *mt_backend_for(mt_device d); /* NULL when not compiled in */
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

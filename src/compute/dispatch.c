@@ -1,0 +1,77 @@
+/* Backend lookup and the op registry.
+ *
+ * The registry is a table of {name, offset of the op's entry in mt_backend}, so a name can only
+ * refer to a real field (offsetof will not compile otherwise) and a static assertion below checks
+ * that every op field of the struct has exactly one row. A backend "supports" an op when its entry
+ * is non-NULL; tests and `medtrain doctor` list the gaps. */
+#include <stddef.h>
+#include <string.h>
+#include "backend.h"
+
+typedef struct mt_op_entry {
+    const char *name;
+    size_t offset;
+} mt_op_entry;
+
+#define MT_OP(field)                                                                               \
+    { #field, offsetof(mt_backend, field) }
+
+/* In the order of the fields of mt_backend, from gemm to the end of the struct. */
+static const mt_op_entry MT_OP_TABLE[] = {
+    MT_OP(gemm),
+    MT_OP(axpy),
+    MT_OP(scale),
+    MT_OP(add),
+    MT_OP(mul),
+    MT_OP(reduce),
+    MT_OP(act_fwd),
+    MT_OP(act_bwd),
+    MT_OP(softmax_fwd),
+    MT_OP(softmax_bwd),
+    MT_OP(cross_entropy_fwd),
+    MT_OP(cross_entropy_bwd),
+    MT_OP(bce_logits_fwd),
+    MT_OP(bce_logits_bwd),
+    MT_OP(embedding_fwd),
+    MT_OP(embedding_bwd),
+    MT_OP(cast),
+};
+
+#define MT_OP_COUNT ((int)(sizeof MT_OP_TABLE / sizeof MT_OP_TABLE[0]))
+
+/* Every field from gemm on is one op pointer; a field added to the struct without a row here (or a
+ * row dropped) changes one side of this equation. */
+_Static_assert(sizeof(mt_backend) - offsetof(mt_backend, gemm) ==
+                   sizeof MT_OP_TABLE / sizeof MT_OP_TABLE[0] * sizeof(void (*)(void)),
+               "MT_OP_TABLE must have one row per op field of mt_backend (src/compute/backend.h)");
+
+const mt_backend *mt_backend_for(mt_device d) {
+    switch (d) {
+    case MT_CPU:
+        return &mt_cpu_backend;
+#ifdef MEDTRAIN_HAVE_CUDA
+    case MT_CUDA:
+        return &mt_cuda_backend;
+#endif
+    default:
+        return NULL;
+    }
+}
+
+int mt_op_count(void) {
+    return MT_OP_COUNT;
+}
+
+const char *mt_op_name(int i) {
+    return i >= 0 && i < MT_OP_COUNT ? MT_OP_TABLE[i].name : NULL;
+}
+
+bool mt_op_supported(mt_device d, int i) {
+    const mt_backend *b = mt_backend_for(d);
+    if (!b || i < 0 || i >= MT_OP_COUNT) return false;
+    /* All function pointers share one representation on the platforms we build for; copy the
+     * entry's bytes rather than reading it through a pointer of another function type. */
+    void (*fn)(void);
+    memcpy(&fn, (const char *)b + MT_OP_TABLE[i].offset, sizeof fn);
+    return fn != NULL;
+}

@@ -1,0 +1,111 @@
+/* The CPU backend: host memory and the op table.
+ *
+ * The CPU implementations are the reference every other backend is tested against: plain loops over
+ * contiguous row-major data, OpenMP over rows or elements (ctx->threads), sums in double where a
+ * long sum decides the result, and results that do not depend on the thread count. GEMM goes to
+ * OpenBLAS, whose thread count the caller sets (openblas_set_num_threads / OPENBLAS_NUM_THREADS).
+ *
+ * The op functions live in cpu_*.c, one file per family; their prototypes are repeated here, where
+ * the table is assembled. Each file also asserts at compile time that its definitions have the type
+ * of their mt_backend field, so a prototype here cannot silently disagree with a definition. */
+#include <string.h>
+#include "backend.h"
+
+/* cpu_gemm.c */
+mt_status mt_cpu_gemm(mt_ctx *ctx, const mt_gemm_desc *d);
+/* cpu_elementwise.c */
+mt_status mt_cpu_axpy(mt_ctx *ctx, float alpha, const mt_tensor *x, mt_tensor *y);
+mt_status mt_cpu_scale(mt_ctx *ctx, float alpha, mt_tensor *x);
+mt_status mt_cpu_add(mt_ctx *ctx, const mt_tensor *a, const mt_tensor *b, mt_tensor *out);
+mt_status mt_cpu_mul(mt_ctx *ctx, const mt_tensor *a, const mt_tensor *b, mt_tensor *out);
+mt_status mt_cpu_act_fwd(mt_ctx *ctx, mt_act_kind kind, const mt_tensor *x, mt_tensor *y);
+mt_status mt_cpu_act_bwd(mt_ctx *ctx, mt_act_kind kind, const mt_tensor *x, const mt_tensor *dy,
+                         mt_tensor *dx);
+mt_status mt_cpu_cast(mt_ctx *ctx, const mt_tensor *src, mt_tensor *dst);
+/* cpu_reduce.c */
+mt_status mt_cpu_reduce(mt_ctx *ctx, mt_reduce_kind kind, const mt_tensor *x, int64_t outer,
+                        int64_t n, int64_t inner, mt_tensor *out);
+/* cpu_softmax.c */
+mt_status mt_cpu_softmax_fwd(mt_ctx *ctx, bool log, const mt_tensor *x, mt_tensor *y);
+mt_status mt_cpu_softmax_bwd(mt_ctx *ctx, bool log, const mt_tensor *y, const mt_tensor *dy,
+                             mt_tensor *dx);
+/* cpu_loss.c */
+mt_status mt_cpu_cross_entropy_fwd(mt_ctx *ctx, const mt_tensor *logits, const mt_tensor *targets,
+                                   int ignore_index, mt_tensor *loss);
+mt_status mt_cpu_cross_entropy_bwd(mt_ctx *ctx, const mt_tensor *logits, const mt_tensor *targets,
+                                   int ignore_index, float dloss, mt_tensor *dlogits);
+mt_status mt_cpu_bce_logits_fwd(mt_ctx *ctx, const mt_tensor *logits, const mt_tensor *targets,
+                                const mt_tensor *pos_weight, mt_tensor *loss);
+mt_status mt_cpu_bce_logits_bwd(mt_ctx *ctx, const mt_tensor *logits, const mt_tensor *targets,
+                                const mt_tensor *pos_weight, float dloss, mt_tensor *dlogits);
+/* cpu_embedding.c */
+mt_status mt_cpu_embedding_fwd(mt_ctx *ctx, const mt_tensor *table, const mt_tensor *ids,
+                               mt_tensor *out);
+mt_status mt_cpu_embedding_bwd(mt_ctx *ctx, const mt_tensor *ids, const mt_tensor *dout,
+                               mt_tensor *dtable);
+
+#define CPU_SCRATCH_BLOCK (4u << 20) /* bytes; the arena grows by blocks of at least this */
+
+static mt_status cpu_ctx_init(mt_ctx *ctx) {
+    mt_arena_init(&ctx->scratch, "cpu scratch", CPU_SCRATCH_BLOCK);
+    return MT_OK;
+}
+
+static void cpu_ctx_free(mt_ctx *ctx) {
+    mt_arena_free(&ctx->scratch);
+}
+
+static mt_status cpu_sync(mt_ctx *ctx) {
+    return MT_OK;
+} /* every CPU op is synchronous */
+
+static void *cpu_alloc(mt_ctx *ctx, size_t bytes) {
+    return mt_alloc(bytes, "cpu tensor");
+}
+
+static void cpu_free(mt_ctx *ctx, void *p) {
+    mt_free(p);
+}
+
+static mt_status cpu_copy(mt_ctx *ctx, void *dst, mt_device dst_dev, const void *src,
+                          mt_device src_dev, size_t bytes) {
+    if (dst_dev != MT_CPU || src_dev != MT_CPU)
+        return mt_fail(MT_ERR_UNSUPPORTED, "cpu backend: cannot copy %s -> %s memory",
+                       mt_device_name(src_dev), mt_device_name(dst_dev));
+    memmove(dst, src, bytes);
+    return MT_OK;
+}
+
+static mt_status cpu_zero(mt_ctx *ctx, void *p, size_t bytes) {
+    memset(p, 0, bytes);
+    return MT_OK;
+}
+
+const mt_backend mt_cpu_backend = {
+    .name = "cpu",
+    .device = MT_CPU,
+    .ctx_init = cpu_ctx_init,
+    .ctx_free = cpu_ctx_free,
+    .sync = cpu_sync,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .copy = cpu_copy,
+    .zero = cpu_zero,
+    .gemm = mt_cpu_gemm,
+    .axpy = mt_cpu_axpy,
+    .scale = mt_cpu_scale,
+    .add = mt_cpu_add,
+    .mul = mt_cpu_mul,
+    .reduce = mt_cpu_reduce,
+    .act_fwd = mt_cpu_act_fwd,
+    .act_bwd = mt_cpu_act_bwd,
+    .softmax_fwd = mt_cpu_softmax_fwd,
+    .softmax_bwd = mt_cpu_softmax_bwd,
+    .cross_entropy_fwd = mt_cpu_cross_entropy_fwd,
+    .cross_entropy_bwd = mt_cpu_cross_entropy_bwd,
+    .bce_logits_fwd = mt_cpu_bce_logits_fwd,
+    .bce_logits_bwd = mt_cpu_bce_logits_bwd,
+    .embedding_fwd = mt_cpu_embedding_fwd,
+    .embedding_bwd = mt_cpu_embedding_bwd,
+    .cast = mt_cpu_cast,
+};

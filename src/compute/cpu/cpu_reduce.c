@@ -1,0 +1,46 @@
+/* Reductions on the CPU: sum, mean or max of x viewed as (outer, n, inner) over n.
+ *
+ * Work is split over (outer row, block of inner columns) pairs; each pair walks n in order with a
+ * small block of double accumulators, so memory is read in rows (cache-friendly even when inner is
+ * large) and every output is summed in the same order whatever the thread count. */
+#include <math.h>
+#include "backend.h"
+
+#define CPU_OP_MATCHES(fn, field)                                                                  \
+    _Static_assert(                                                                                \
+        __builtin_types_compatible_p(__typeof__(&fn), __typeof__(((mt_backend *)0)->field)),       \
+        #fn " must have the type of mt_backend." #field)
+
+#define COL_BLOCK 64 /* inner columns per work item: one cache line of accumulators x 8 */
+
+mt_status mt_cpu_reduce(mt_ctx *ctx, mt_reduce_kind kind, const mt_tensor *x, int64_t outer,
+                        int64_t n, int64_t inner, mt_tensor *out) {
+    const float *xp = x->data;
+    float *op = out->data;
+    int64_t blocks = (inner + COL_BLOCK - 1) / COL_BLOCK, items = outer * blocks;
+#pragma omp parallel for num_threads(ctx->threads) if (outer * n * inner > 32768)
+    for (int64_t it = 0; it < items; it++) {
+        int64_t o = it / blocks, j0 = (it % blocks) * COL_BLOCK;
+        int64_t w = inner - j0 < COL_BLOCK ? inner - j0 : COL_BLOCK;
+        const float *base = xp + o * n * inner + j0;
+        double acc[COL_BLOCK];
+        if (kind == MT_REDUCE_MAX) {
+            /* n > 0 here (ops.c rejects an empty max); a NaN wins, as in PyTorch. */
+            for (int64_t j = 0; j < w; j++) acc[j] = base[j];
+            for (int64_t k = 1; k < n; k++)
+                for (int64_t j = 0; j < w; j++) {
+                    double v = base[k * inner + j];
+                    if (!isnan(acc[j]) && (v > acc[j] || isnan(v))) acc[j] = v;
+                }
+        } else {
+            for (int64_t j = 0; j < w; j++) acc[j] = 0.0;
+            for (int64_t k = 0; k < n; k++)
+                for (int64_t j = 0; j < w; j++) acc[j] += base[k * inner + j];
+            if (kind == MT_REDUCE_MEAN)
+                for (int64_t j = 0; j < w; j++) acc[j] /= (double)n; /* n == 0: NaN, as PyTorch */
+        }
+        for (int64_t j = 0; j < w; j++) op[o * inner + j0 + j] = (float)acc[j];
+    }
+    return MT_OK;
+}
+CPU_OP_MATCHES(mt_cpu_reduce, reduce);
