@@ -21,6 +21,10 @@
 #include <stdint.h>
 #include "medtrain/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct mt_comm mt_comm;
 
 typedef enum mt_comm_op { MT_COMM_SUM, MT_COMM_AVG } mt_comm_op;
@@ -77,9 +81,18 @@ mt_status mt_comm_agree(mt_comm *c, mt_status local);
 bool mt_comm_failure_agreed(const mt_comm *c);
 
 /* Prints message (with this rank) to stderr and ends every rank of the job. */
-_Noreturn void mt_comm_abort(mt_comm *c, int exit_code, const char *message);
+#ifdef __cplusplus
+[[noreturn]]
+#else
+_Noreturn
+#endif
+void mt_comm_abort(mt_comm *c, int exit_code, const char *message);
 
 /* "Open MPI v4.1.4, ..." */
 const char *mt_comm_library_version(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
