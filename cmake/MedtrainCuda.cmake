@@ -21,3 +21,17 @@ if(NOT MEDTRAIN_CUDA STREQUAL "OFF")
     message(STATUS "nvcc not found: building without the CUDA backend")
   endif()
 endif()
+
+# NCCL ships beside the CUDA toolkit (or in /usr/local): found, it is linked for the GPU
+# all-reduce and its version is reported by `medtrain version` and `medtrain doctor`.
+if(MEDTRAIN_HAVE_CUDA)
+  find_path(MEDTRAIN_NCCL_INCLUDE nccl.h PATHS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/include)
+  find_library(MEDTRAIN_NCCL_LIBRARY nccl PATHS ${CUDAToolkit_LIBRARY_DIR} /usr/local/lib)
+  if(MEDTRAIN_NCCL_INCLUDE AND MEDTRAIN_NCCL_LIBRARY)
+    set(MEDTRAIN_HAVE_NCCL ON)
+    message(STATUS "NCCL: ${MEDTRAIN_NCCL_LIBRARY}")
+  else()
+    set(MEDTRAIN_HAVE_NCCL OFF)
+    message(STATUS "NCCL not found: the CUDA backend is built without it")
+  endif()
+endif()

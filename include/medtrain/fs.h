@@ -8,11 +8,19 @@
 #include <stddef.h>
 #include "medtrain/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 mt_status mt_file_write_atomic(const char *path, const void *data, size_t n);
 /* Reads a whole file; *data is NUL-terminated (not counted in *n) and freed with mt_free. */
 mt_status mt_file_read(const char *path, char **data, size_t *n);
 mt_status mt_mkdir_p(const char *path);   /* like `mkdir -p` */
 mt_status mt_fsync_dir(const char *path); /* makes a rename in that directory durable */
 bool mt_path_exists(const char *path);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

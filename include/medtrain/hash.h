@@ -7,6 +7,10 @@
 #include <stdint.h>
 #include "medtrain/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define MT_SHA256_BYTES 32
 #define MT_SHA256_HEX   65
 
@@ -22,5 +26,9 @@ mt_status mt_sha256_file(const char *path, char hex[MT_SHA256_HEX]);
 mt_status mt_hmac_sha256(const void *key, size_t key_n, const void *data, size_t n,
                          uint8_t out[MT_SHA256_BYTES]);
 void mt_hex(const uint8_t *bytes, size_t n, char *out); /* out holds 2n+1 chars */
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

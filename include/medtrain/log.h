@@ -10,6 +10,10 @@
 #include <stdbool.h>
 #include "medtrain/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum mt_log_level { MT_LOG_ERROR, MT_LOG_WARN, MT_LOG_INFO, MT_LOG_DEBUG } mt_log_level;
 
 void mt_log_set_level(mt_log_level level);
@@ -25,5 +29,9 @@ void mt_log_rank(mt_log_level level, const char *fmt, ...) __attribute__((format
 #define MT_WARN(...)  mt_log(MT_LOG_WARN, __VA_ARGS__)
 #define MT_INFO(...)  mt_log(MT_LOG_INFO, __VA_ARGS__)
 #define MT_DEBUG(...) mt_log(MT_LOG_DEBUG, __VA_ARGS__)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -12,6 +12,10 @@
 #include <stddef.h>
 #include "medtrain/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 void *mt_alloc(size_t bytes, const char *what);                  /* uninitialised, 64-aligned */
 void *mt_calloc(size_t count, size_t size, const char *what);    /* zeroed, 64-aligned */
 void *mt_realloc(void *p, size_t count, size_t size, const char *what); /* malloc-aligned only */
@@ -49,5 +53,9 @@ mt_arena_mark mt_arena_save(const mt_arena *a);
 void mt_arena_rewind(mt_arena *a, mt_arena_mark m); /* everything allocated after m is released */
 void mt_arena_reset(mt_arena *a);                   /* everything is released, blocks are kept */
 void mt_arena_free(mt_arena *a);                    /* blocks go back to the allocator */
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,6 +8,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct mt_progress {
     char label[64], unit[16], note[96];
     int64_t total, done;
@@ -24,5 +28,9 @@ void mt_progress_end(mt_progress *p);
 /* For tests: draw to out as if it were (or were not) a terminal, every interval seconds. */
 void mt_progress_begin_on(mt_progress *p, FILE *out, bool tty, double interval, const char *label,
                           int64_t total, const char *unit);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -10,6 +10,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* One Philox 4x32 block: 10 rounds of (counter, key) -> 128 random bits. */
 void mt_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 
@@ -29,5 +33,9 @@ float mt_rng_normal(mt_rng *r);           /* mean 0, variance 1 (Box-Muller) */
 uint32_t mt_rng_below(mt_rng *r, uint32_t n); /* uniform in [0, n), unbiased; n > 0 */
 /* Fisher-Yates permutation of idx[0..n). */
 void mt_rng_shuffle_i64(mt_rng *r, int64_t *idx, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

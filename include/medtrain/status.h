@@ -11,6 +11,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum mt_status {
     MT_OK = 0,
     MT_ERR_USAGE,       /* bad command-line usage: the CLI exits with 2 */
@@ -51,5 +55,9 @@ int mt_world(void);
         mt_status mt_try_status_ = (expr);                                                         \
         if (mt_try_status_ != MT_OK) return mt_try_status_;                                        \
     } while (0)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -4,6 +4,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 double mt_now(void); /* seconds since an arbitrary fixed point, monotonic */
 
 /* Accumulates time over many start/stop intervals (data wait, communication wait). */
@@ -18,5 +22,9 @@ static inline void mt_timer_stop(mt_timer *t) {
     t->count++;
 }
 static inline void mt_timer_reset(mt_timer *t) { t->started = t->total = 0, t->count = 0; }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

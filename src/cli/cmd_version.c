@@ -1,0 +1,52 @@
+/* medtrain version: what this binary is and what it was built against. */
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <mpi.h>
+#include <openssl/crypto.h>
+#include <string.h>
+
+#include "build_info.h"
+#include "cli.h"
+#include "medtrain/cuda.h"
+#include "medtrain/dicom.h"
+#include "medtrain/h5.h"
+
+void mt_cmd_version_usage(FILE *out) {
+    fprintf(out, "usage: medtrain version\n\n"
+                 "Prints medtrain's version, git commit, build type, whether the CUDA backend is\n"
+                 "built, and the versions of MPI, HDF5, GDCM, BLAS, NCCL, cJSON and OpenSSL.\n");
+}
+
+void mt_cli_print_versions(FILE *out) {
+    char mpi[MPI_MAX_LIBRARY_VERSION_STRING];
+    int len = 0;
+    MPI_Get_library_version(mpi, &len);
+    mpi[strcspn(mpi, "\n,")] = '\0';
+    fprintf(out, "  MPI:      %s\n", mpi);
+    fprintf(out, "  HDF5:     %s\n", mt_h5_version());
+    fprintf(out, "  GDCM:     %s\n", mt_dicom_gdcm_version());
+    fprintf(out, "  BLAS:     %s\n", openblas_get_config());
+#ifdef MEDTRAIN_HAVE_CUDA
+    char cuda[128];
+    mt_cuda_versions(cuda, sizeof cuda);
+    fprintf(out, "  CUDA:     %s\n", cuda);
+    fprintf(out, "  NCCL:     %s\n", mt_cuda_nccl_version());
+#else
+    fprintf(out, "  CUDA:     not built\n  NCCL:     not built\n");
+#endif
+    fprintf(out, "  cJSON:    %s\n", cJSON_Version());
+    fprintf(out, "  OpenSSL:  %s\n", OpenSSL_version(OPENSSL_VERSION));
+}
+
+mt_status mt_cmd_version(mt_comm *comm, int argc, char **argv) {
+    if (mt_cli_wants_help(argc, argv, mt_cmd_version_usage)) return MT_OK;
+    if (argc > 1) return mt_cli_usage_error(mt_cmd_version_usage, "version takes no arguments");
+    printf("medtrain %s (commit %s, %s build%s)\n", MT_BUILD_VERSION, MT_BUILD_COMMIT, MT_BUILD_TYPE,
+           strcmp(MT_BUILD_SANITIZE, "ON") == 0 ? ", ASan/UBSan" : "");
+    if (strcmp(MT_BUILD_CUDA, "ON") == 0)
+        printf("  backends: cpu, cuda (architectures %s)\n", MT_BUILD_CUDA_ARCHS);
+    else
+        printf("  backends: cpu (CUDA backend not built)\n");
+    mt_cli_print_versions(stdout);
+    return MT_OK;
+}
