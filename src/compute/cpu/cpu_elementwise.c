@@ -5,12 +5,7 @@
  * enough to pay for the threads. Every element is computed independently, so results do not depend
  * on the thread count, and an output may be its input. */
 #include <math.h>
-#include "backend.h"
-
-#define CPU_OP_MATCHES(fn, field)                                                                  \
-    _Static_assert(                                                                                \
-        __builtin_types_compatible_p(__typeof__(&fn), __typeof__(((mt_backend *)0)->field)),       \
-        #fn " must have the type of mt_backend." #field)
+#include "cpu_ops.h"
 
 /* Below this many elements a loop runs on one thread (thread start-up costs more than it saves). */
 #define PAR_MIN 32768
@@ -23,7 +18,6 @@ mt_status mt_cpu_axpy(mt_ctx *ctx, float alpha, const mt_tensor *x, mt_tensor *y
     for (int64_t i = 0; i < n; i++) yp[i] += alpha * xp[i];
     return MT_OK;
 }
-CPU_OP_MATCHES(mt_cpu_axpy, axpy);
 
 mt_status mt_cpu_scale(mt_ctx *ctx, float alpha, mt_tensor *x) {
     float *xp = x->data;
@@ -32,7 +26,6 @@ mt_status mt_cpu_scale(mt_ctx *ctx, float alpha, mt_tensor *x) {
     for (int64_t i = 0; i < n; i++) xp[i] *= alpha;
     return MT_OK;
 }
-CPU_OP_MATCHES(mt_cpu_scale, scale);
 
 /* out = a (op) b, with b (inner) repeated over the leading dims of a (outer, inner). */
 static mt_status binary(mt_ctx *ctx, bool mul, const mt_tensor *a, const mt_tensor *b,
@@ -61,12 +54,10 @@ static mt_status binary(mt_ctx *ctx, bool mul, const mt_tensor *a, const mt_tens
 mt_status mt_cpu_add(mt_ctx *ctx, const mt_tensor *a, const mt_tensor *b, mt_tensor *out) {
     return binary(ctx, false, a, b, out);
 }
-CPU_OP_MATCHES(mt_cpu_add, add);
 
 mt_status mt_cpu_mul(mt_ctx *ctx, const mt_tensor *a, const mt_tensor *b, mt_tensor *out) {
     return binary(ctx, true, a, b, out);
 }
-CPU_OP_MATCHES(mt_cpu_mul, mul);
 
 /* ---- activations ----------------------------------------------------------------------------- */
 
@@ -123,7 +114,6 @@ mt_status mt_cpu_act_fwd(mt_ctx *ctx, mt_act_kind kind, const mt_tensor *x, mt_t
     for (int64_t i = 0; i < n; i++) yp[i] = act(kind, xp[i]);
     return MT_OK;
 }
-CPU_OP_MATCHES(mt_cpu_act_fwd, act_fwd);
 
 mt_status mt_cpu_act_bwd(mt_ctx *ctx, mt_act_kind kind, const mt_tensor *x, const mt_tensor *dy,
                          mt_tensor *dx) {
@@ -134,7 +124,6 @@ mt_status mt_cpu_act_bwd(mt_ctx *ctx, mt_act_kind kind, const mt_tensor *x, cons
     for (int64_t i = 0; i < n; i++) dxp[i] = act_grad(kind, xp[i]) * dyp[i];
     return MT_OK;
 }
-CPU_OP_MATCHES(mt_cpu_act_bwd, act_bwd);
 
 /* ---- casts ----------------------------------------------------------------------------------- */
 
@@ -175,4 +164,3 @@ mt_status mt_cpu_cast(mt_ctx *ctx, const mt_tensor *src, mt_tensor *dst) {
     return mt_fail(MT_ERR_UNSUPPORTED, "cast: %s -> %s is not implemented on the cpu backend",
                    mt_dtype_name(src->dtype), mt_dtype_name(dst->dtype));
 }
-CPU_OP_MATCHES(mt_cpu_cast, cast);

@@ -5,12 +5,7 @@
  * order, so repeated ids add up in the same order as a serial loop whatever the thread count. */
 #include <inttypes.h>
 #include <string.h>
-#include "backend.h"
-
-#define CPU_OP_MATCHES(fn, field)                                                                  \
-    _Static_assert(                                                                                \
-        __builtin_types_compatible_p(__typeof__(&fn), __typeof__(((mt_backend *)0)->field)),       \
-        #fn " must have the type of mt_backend." #field)
+#include "cpu_ops.h"
 
 #define PAR_MIN   16384 /* elements of out/dout; below this one thread does everything */
 #define COL_BLOCK 64    /* columns per backward work item */
@@ -36,7 +31,6 @@ mt_status mt_cpu_embedding_fwd(mt_ctx *ctx, const mt_tensor *table, const mt_ten
         memcpy(op + i * d, tp + (int64_t)id[i] * d, (size_t)d * sizeof(float));
     return MT_OK;
 }
-CPU_OP_MATCHES(mt_cpu_embedding_fwd, embedding_fwd);
 
 mt_status mt_cpu_embedding_bwd(mt_ctx *ctx, const mt_tensor *ids, const mt_tensor *dout,
                                mt_tensor *dtable) {
@@ -57,4 +51,3 @@ mt_status mt_cpu_embedding_bwd(mt_ctx *ctx, const mt_tensor *ids, const mt_tenso
     }
     return MT_OK;
 }
-CPU_OP_MATCHES(mt_cpu_embedding_bwd, embedding_bwd);

@@ -5,12 +5,7 @@
  * OpenBLAS parallelises each call itself with the threads the caller gave it. */
 #include <limits.h>
 #include <cblas.h>
-#include "backend.h"
-
-#define CPU_OP_MATCHES(fn, field)                                                                  \
-    _Static_assert(                                                                                \
-        __builtin_types_compatible_p(__typeof__(&fn), __typeof__(((mt_backend *)0)->field)),       \
-        #fn " must have the type of mt_backend." #field)
+#include "cpu_ops.h"
 
 static bool fits_int(int64_t v) {
     return v >= 0 && v <= INT_MAX;
@@ -49,4 +44,3 @@ mt_status mt_cpu_gemm(mt_ctx *ctx, const mt_gemm_desc *d) {
                     d->beta, d->c + i * d->stride_c, (int)d->ldc);
     return MT_OK;
 }
-CPU_OP_MATCHES(mt_cpu_gemm, gemm);

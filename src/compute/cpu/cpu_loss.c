@@ -10,12 +10,7 @@
  *     dl = (1-y) - (1 + (pw-1) y) sigmoid(-x)                                                   */
 #include <inttypes.h>
 #include <math.h>
-#include "backend.h"
-
-#define CPU_OP_MATCHES(fn, field)                                                                  \
-    _Static_assert(                                                                                \
-        __builtin_types_compatible_p(__typeof__(&fn), __typeof__(((mt_backend *)0)->field)),       \
-        #fn " must have the type of mt_backend." #field)
+#include "cpu_ops.h"
 
 #define PAR_MIN 16384 /* elements; below this one thread does everything */
 
@@ -76,7 +71,6 @@ mt_status mt_cpu_cross_entropy_fwd(mt_ctx *ctx, const mt_tensor *logits, const m
     mt_arena_rewind(&ctx->scratch, mark);
     return MT_OK;
 }
-CPU_OP_MATCHES(mt_cpu_cross_entropy_fwd, cross_entropy_fwd);
 
 mt_status mt_cpu_cross_entropy_bwd(mt_ctx *ctx, const mt_tensor *logits, const mt_tensor *targets,
                                    int ignore_index, float dloss, mt_tensor *dlogits) {
@@ -104,7 +98,6 @@ mt_status mt_cpu_cross_entropy_bwd(mt_ctx *ctx, const mt_tensor *logits, const m
     }
     return MT_OK;
 }
-CPU_OP_MATCHES(mt_cpu_cross_entropy_bwd, cross_entropy_bwd);
 
 /* ---- binary cross-entropy with logits -------------------------------------------------------- */
 
@@ -154,7 +147,6 @@ mt_status mt_cpu_bce_logits_fwd(mt_ctx *ctx, const mt_tensor *logits, const mt_t
     mt_arena_rewind(&ctx->scratch, mark);
     return MT_OK;
 }
-CPU_OP_MATCHES(mt_cpu_bce_logits_fwd, bce_logits_fwd);
 
 mt_status mt_cpu_bce_logits_bwd(mt_ctx *ctx, const mt_tensor *logits, const mt_tensor *targets,
                                 const mt_tensor *pos_weight, float dloss, mt_tensor *dlogits) {
@@ -175,4 +167,3 @@ mt_status mt_cpu_bce_logits_bwd(mt_ctx *ctx, const mt_tensor *logits, const mt_t
     }
     return MT_OK;
 }
-CPU_OP_MATCHES(mt_cpu_bce_logits_bwd, bce_logits_bwd);

@@ -4,12 +4,7 @@
  * small block of double accumulators, so memory is read in rows (cache-friendly even when inner is
  * large) and every output is summed in the same order whatever the thread count. */
 #include <math.h>
-#include "backend.h"
-
-#define CPU_OP_MATCHES(fn, field)                                                                  \
-    _Static_assert(                                                                                \
-        __builtin_types_compatible_p(__typeof__(&fn), __typeof__(((mt_backend *)0)->field)),       \
-        #fn " must have the type of mt_backend." #field)
+#include "cpu_ops.h"
 
 #define COL_BLOCK 64 /* inner columns per work item: one cache line of accumulators x 8 */
 
@@ -43,4 +38,3 @@ mt_status mt_cpu_reduce(mt_ctx *ctx, mt_reduce_kind kind, const mt_tensor *x, in
     }
     return MT_OK;
 }
-CPU_OP_MATCHES(mt_cpu_reduce, reduce);

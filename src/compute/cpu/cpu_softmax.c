@@ -7,12 +7,7 @@
  * Rows are independent, so OpenMP splits over rows and results do not depend on the thread count.
  * Each element is read before it is written, so dx may be dy or y and y may be x. */
 #include <math.h>
-#include "backend.h"
-
-#define CPU_OP_MATCHES(fn, field)                                                                  \
-    _Static_assert(                                                                                \
-        __builtin_types_compatible_p(__typeof__(&fn), __typeof__(((mt_backend *)0)->field)),       \
-        #fn " must have the type of mt_backend." #field)
+#include "cpu_ops.h"
 
 #define PAR_MIN 16384 /* elements; below this one thread does all rows */
 
@@ -38,7 +33,6 @@ mt_status mt_cpu_softmax_fwd(mt_ctx *ctx, bool log_softmax, const mt_tensor *x, 
     }
     return MT_OK;
 }
-CPU_OP_MATCHES(mt_cpu_softmax_fwd, softmax_fwd);
 
 mt_status mt_cpu_softmax_bwd(mt_ctx *ctx, bool log_softmax, const mt_tensor *y, const mt_tensor *dy,
                              mt_tensor *dx) {
@@ -60,4 +54,3 @@ mt_status mt_cpu_softmax_bwd(mt_ctx *ctx, bool log_softmax, const mt_tensor *y, 
     }
     return MT_OK;
 }
-CPU_OP_MATCHES(mt_cpu_softmax_bwd, softmax_bwd);

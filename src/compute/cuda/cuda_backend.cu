@@ -2,6 +2,7 @@
 // cuBLAS. Elementwise kernels live in cuda_elementwise.cu. Ops without a CUDA implementation yet
 // are left NULL in the table below and so are not registered (tests list them); issue-by-issue
 // they gain kernels, cuBLASLt epilogues and cuDNN convolutions.
+#include <stdint.h>
 #include <stdio.h>
 
 #include "cuda_common.h"
@@ -57,6 +58,25 @@ extern "C" const char *mt_cuda_nccl_version(void) {
 #endif
 }
 
+// Scratch arenas on the GPU: blocks come from cudaMalloc on the context's device (user holds the
+// device ordinal), so ops never allocate device memory per call.
+enum { CUDA_SCRATCH_BLOCK = 64 << 20 };
+
+static void *scratch_block_alloc(size_t bytes, void *user) {
+    int device = (int)(intptr_t)user;
+    void *p = NULL;
+    cudaError_t e = cudaSetDevice(device);
+    if (e == cudaSuccess) e = cudaMalloc(&p, bytes);
+    if (e != cudaSuccess) {
+        mt_fail(MT_ERR_NOMEM, "out of GPU memory for a %zu-byte scratch block on device %d: %s",
+                bytes, device, cudaGetErrorString(e));
+        return NULL;
+    }
+    return p;
+}
+
+static void scratch_block_free(void *p, void *user) { cudaFree(p); }
+
 static mt_status cuda_ctx_init(mt_ctx *ctx) {
     MT_CUDA_TRY(cudaSetDevice(ctx->device_index));
     cudaStream_t s;
@@ -68,6 +88,9 @@ static mt_status cuda_ctx_init(mt_ctx *ctx) {
     }
     ctx->stream = s;
     ctx->backend_state = st;
+    mt_arena_allocator device_memory = {scratch_block_alloc, scratch_block_free,
+                                        (void *)(intptr_t)ctx->device_index};
+    mt_arena_init_with(&ctx->scratch, "cuda scratch", CUDA_SCRATCH_BLOCK, device_memory);
     MT_CUBLAS_TRY(cublasCreate(&st->cublas));
     MT_CUBLAS_TRY(cublasSetStream(st->cublas, s));
     return MT_OK;
@@ -79,7 +102,11 @@ static void cuda_ctx_free(mt_ctx *ctx) {
         if (st->cublas) cublasDestroy(st->cublas);
         mt_free(st);
     }
-    if (ctx->stream) cudaStreamDestroy(mt_cuda_stream(ctx));
+    if (ctx->stream) {
+        cudaStreamSynchronize(mt_cuda_stream(ctx)); // no kernel may still use scratch memory
+        mt_arena_free(&ctx->scratch);
+        cudaStreamDestroy(mt_cuda_stream(ctx));
+    }
     ctx->backend_state = NULL;
     ctx->stream = NULL;
 }
