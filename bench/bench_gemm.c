@@ -64,14 +64,16 @@ static double measure_peak(int threads, const char **isa) {
 }
 
 static double time_gemm(mt_ctx *ctx, int n, float *a, float *b, float *c, bool direct) {
-    mt_tensor ta = mt_tensor_2d(a, MT_F32, MT_CPU, n, n), tb = mt_tensor_2d(b, MT_F32, MT_CPU, n, n),
+    mt_tensor ta = mt_tensor_2d(a, MT_F32, MT_CPU, n, n),
+              tb = mt_tensor_2d(b, MT_F32, MT_CPU, n, n),
               tc = mt_tensor_2d(c, MT_F32, MT_CPU, n, n);
     int reps = n <= 512 ? 20 : n <= 1024 ? 6 : 3;
     double best = 1e30;
     for (int r = -1; r < reps; r++) { /* r = -1 warms up */
         double t0 = mt_now();
         if (direct)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f,
+                        c, n);
         else if (mt_gemm(ctx, false, false, 1.0f, &ta, &tb, 0.0f, &tc) != MT_OK) {
             fprintf(stderr, "bench_gemm: %s\n", mt_error_message());
             exit(1);
@@ -86,8 +88,10 @@ int main(int argc, char **argv) {
     int threads = 1;
     char sizes[128] = "256,512,1024,2048";
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--threads") == 0) threads = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--sizes") == 0) snprintf(sizes, sizeof sizes, "%s", argv[i + 1]);
+        if (strcmp(argv[i], "--threads") == 0)
+            threads = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--sizes") == 0)
+            snprintf(sizes, sizeof sizes, "%s", argv[i + 1]);
     }
     if (threads < 1) threads = 1;
     openblas_set_num_threads(threads);
@@ -98,19 +102,22 @@ int main(int argc, char **argv) {
     }
     const char *isa;
     double peak = measure_peak(threads, &isa);
-    printf("machine peak (%s, %d thread%s): %.1f GFLOP/s\n", isa, threads, threads > 1 ? "s" : "", peak);
+    printf("machine peak (%s, %d thread%s): %.1f GFLOP/s\n", isa, threads, threads > 1 ? "s" : "",
+           peak);
     printf("%6s %14s %14s %12s %14s\n", "n", "mt_gemm GF/s", "cblas GF/s", "of peak", "mt/cblas");
     for (char *tok = strtok(sizes, ","); tok; tok = strtok(NULL, ",")) {
         int n = atoi(tok);
         size_t nn = (size_t)n * n;
         float *a = mt_alloc(nn * 4, "A"), *b = mt_alloc(nn * 4, "B"), *c = mt_alloc(nn * 4, "C");
         if (!a || !b || !c) return 1;
-        for (size_t i = 0; i < nn; i++) a[i] = (float)(i % 17) * 0.1f, b[i] = (float)(i % 13) * 0.1f;
+        for (size_t i = 0; i < nn; i++)
+            a[i] = (float)(i % 17) * 0.1f, b[i] = (float)(i % 13) * 0.1f;
         double mt = time_gemm(&ctx, n, a, b, c, false), direct = time_gemm(&ctx, n, a, b, c, true);
         printf("%6d %14.1f %14.1f %11.1f%% %14.3f\n", n, mt, direct, 100 * mt / peak, mt / direct);
-        printf("{\"bench\":\"gemm\",\"n\":%d,\"threads\":%d,\"mt_gflops\":%.2f,\"cblas_gflops\":%.2f,"
-               "\"peak_gflops\":%.2f,\"fraction_of_peak\":%.4f,\"ratio_vs_cblas\":%.4f}\n",
-               n, threads, mt, direct, peak, mt / peak, mt / direct);
+        printf(
+            "{\"bench\":\"gemm\",\"n\":%d,\"threads\":%d,\"mt_gflops\":%.2f,\"cblas_gflops\":%.2f,"
+            "\"peak_gflops\":%.2f,\"fraction_of_peak\":%.4f,\"ratio_vs_cblas\":%.4f}\n",
+            n, threads, mt, direct, peak, mt / peak, mt / direct);
         mt_free(a), mt_free(b), mt_free(c);
     }
     mt_ctx_free(&ctx);

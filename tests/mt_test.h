@@ -35,7 +35,7 @@ void mt_test_cond_failed(const char *file, int line, const char *cond, const cha
 #define MT_CHECK_NEAR(a, b, tol)                                                                   \
     do {                                                                                           \
         double mt_a_ = (double)(a), mt_b_ = (double)(b);                                           \
-        if (!(fabs(mt_a_ - mt_b_) <= (tol) * fmax(1.0, fabs(mt_b_))))                              \
+        if (!(fabs(mt_a_ - mt_b_) <= (tol)*fmax(1.0, fabs(mt_b_))))                                \
             mt_test_check_failed(__FILE__, __LINE__, "%s = %.9g, expected %s = %.9g (tol %g)", #a, \
                                  mt_a_, #b, mt_b_, (double)(tol));                                 \
     } while (0)

@@ -47,7 +47,7 @@ typedef enum mt_cfg_type {
 enum { MT_CFG_REQUIRED = 1 };
 
 typedef struct mt_cfg_key {
-    const char *key;     /* dotted path, e.g. "train.lr"; NULL ends the table */
+    const char *key; /* dotted path, e.g. "train.lr"; NULL ends the table */
     mt_cfg_type type;
     const char *def;     /* default as YAML text ("0.1", "[a, b]"); NULL: unset unless given */
     int flags;           /* MT_CFG_REQUIRED */

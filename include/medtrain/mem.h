@@ -16,8 +16,8 @@
 extern "C" {
 #endif
 
-void *mt_alloc(size_t bytes, const char *what);                  /* uninitialised, 64-aligned */
-void *mt_calloc(size_t count, size_t size, const char *what);    /* zeroed, 64-aligned */
+void *mt_alloc(size_t bytes, const char *what);               /* uninitialised, 64-aligned */
+void *mt_calloc(size_t count, size_t size, const char *what); /* zeroed, 64-aligned */
 void *mt_realloc(void *p, size_t count, size_t size, const char *what); /* malloc-aligned only */
 char *mt_strdup(const char *s, const char *what);
 void mt_free(void *p);

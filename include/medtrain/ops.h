@@ -7,7 +7,8 @@
  * checks gradients by finite differences, and compares backends with each other.
  *
  * Unless said otherwise tensors are f32, live on ctx's device, and an output may alias an input of
- * the same shape. "Rows" are all dims but the last, which is the one softmax and losses work over. */
+ * the same shape. "Rows" are all dims but the last, which is the one softmax and losses work over.
+ */
 #ifndef MEDTRAIN_OPS_H
 #define MEDTRAIN_OPS_H
 
@@ -72,9 +73,12 @@ mt_status mt_bce_logits_bwd(mt_ctx *ctx, const mt_tensor *logits, const mt_tenso
                             const mt_tensor *pos_weight, float dloss, mt_tensor *dlogits);
 
 /* out[i] = table[ids[i]]: table (V,D), ids (N) i32, out (N,D). The backward adds dout's rows into
- * dtable (dtable += ...; repeated ids accumulate). On the CPU an id outside [0,V) fails naming it. */
-mt_status mt_embedding_fwd(mt_ctx *ctx, const mt_tensor *table, const mt_tensor *ids, mt_tensor *out);
-mt_status mt_embedding_bwd(mt_ctx *ctx, const mt_tensor *ids, const mt_tensor *dout, mt_tensor *dtable);
+ * dtable (dtable += ...; repeated ids accumulate). On the CPU an id outside [0,V) fails naming it.
+ */
+mt_status mt_embedding_fwd(mt_ctx *ctx, const mt_tensor *table, const mt_tensor *ids,
+                           mt_tensor *out);
+mt_status mt_embedding_bwd(mt_ctx *ctx, const mt_tensor *ids, const mt_tensor *dout,
+                           mt_tensor *dtable);
 
 /* Converts between dtypes (same element count): f32 <-> bf16/f16, and u8/u16/i32 -> f32. */
 mt_status mt_cast(mt_ctx *ctx, const mt_tensor *src, mt_tensor *dst);

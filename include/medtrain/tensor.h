@@ -22,7 +22,16 @@
 extern "C" {
 #endif
 
-typedef enum mt_dtype { MT_F32, MT_BF16, MT_F16, MT_U8, MT_U16, MT_I32, MT_I64, MT_DTYPE_COUNT } mt_dtype;
+typedef enum mt_dtype {
+    MT_F32,
+    MT_BF16,
+    MT_F16,
+    MT_U8,
+    MT_U16,
+    MT_I32,
+    MT_I64,
+    MT_DTYPE_COUNT
+} mt_dtype;
 typedef enum mt_device { MT_CPU, MT_CUDA, MT_DEVICE_COUNT } mt_device;
 
 #define MT_MAX_DIMS 4
@@ -36,17 +45,19 @@ typedef struct mt_tensor {
 } mt_tensor;
 
 size_t mt_dtype_size(mt_dtype t);
-const char *mt_dtype_name(mt_dtype t);   /* "f32", "bf16", ... */
+const char *mt_dtype_name(mt_dtype t); /* "f32", "bf16", ... */
 mt_status mt_dtype_parse(const char *name, mt_dtype *out);
 const char *mt_device_name(mt_device d); /* "cpu", "cuda" */
 
 /* A view of data with the given shape; dims are given outermost first. */
-mt_tensor mt_tensor_view(void *data, mt_dtype dtype, mt_device device, int ndim, const int64_t *shape);
+mt_tensor mt_tensor_view(void *data, mt_dtype dtype, mt_device device, int ndim,
+                         const int64_t *shape);
 mt_tensor mt_tensor_1d(void *data, mt_dtype dtype, mt_device device, int64_t d0);
 mt_tensor mt_tensor_2d(void *data, mt_dtype dtype, mt_device device, int64_t d0, int64_t d1);
-mt_tensor mt_tensor_3d(void *data, mt_dtype dtype, mt_device device, int64_t d0, int64_t d1, int64_t d2);
-mt_tensor mt_tensor_4d(void *data, mt_dtype dtype, mt_device device, int64_t d0, int64_t d1, int64_t d2,
-                       int64_t d3);
+mt_tensor mt_tensor_3d(void *data, mt_dtype dtype, mt_device device, int64_t d0, int64_t d1,
+                       int64_t d2);
+mt_tensor mt_tensor_4d(void *data, mt_dtype dtype, mt_device device, int64_t d0, int64_t d1,
+                       int64_t d2, int64_t d3);
 int64_t mt_tensor_numel(const mt_tensor *t);
 size_t mt_tensor_bytes(const mt_tensor *t);
 bool mt_tensor_same_shape(const mt_tensor *a, const mt_tensor *b);
@@ -79,10 +90,10 @@ typedef struct mt_backend mt_backend; /* an op table; see src/compute/backend.h 
 typedef struct mt_ctx {
     const mt_backend *backend;
     mt_device device;
-    int device_index; /* CUDA ordinal; 0 on CPU */
-    void *stream;     /* cudaStream_t on CUDA; NULL on CPU */
-    mt_arena scratch; /* op workspace on the context's device, rewound by each op */
-    int threads;      /* CPU threads for OpenMP loops (BLAS threads are set separately) */
+    int device_index;    /* CUDA ordinal; 0 on CPU */
+    void *stream;        /* cudaStream_t on CUDA; NULL on CPU */
+    mt_arena scratch;    /* op workspace on the context's device, rewound by each op */
+    int threads;         /* CPU threads for OpenMP loops (BLAS threads are set separately) */
     void *backend_state; /* the backend's own per-context state (cuBLAS handle, ...); or NULL */
 } mt_ctx;
 
@@ -93,7 +104,8 @@ void mt_ctx_free(mt_ctx *ctx);
 mt_status mt_ctx_sync(mt_ctx *ctx); /* waits for the context's queued work */
 
 /* Device memory through the context's backend (host memory for MT_CPU). */
-mt_status mt_tensor_alloc(mt_ctx *ctx, mt_tensor *t, mt_dtype dtype, int ndim, const int64_t *shape);
+mt_status mt_tensor_alloc(mt_ctx *ctx, mt_tensor *t, mt_dtype dtype, int ndim,
+                          const int64_t *shape);
 void mt_tensor_free(mt_ctx *ctx, mt_tensor *t);
 /* Copies between tensors of equal size on any pair of devices (host<->device included). */
 mt_status mt_tensor_copy(mt_ctx *ctx, mt_tensor *dst, const mt_tensor *src);

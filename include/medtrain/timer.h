@@ -16,12 +16,16 @@ typedef struct mt_timer {
     int64_t count;
 } mt_timer;
 
-static inline void mt_timer_start(mt_timer *t) { t->started = mt_now(); }
+static inline void mt_timer_start(mt_timer *t) {
+    t->started = mt_now();
+}
 static inline void mt_timer_stop(mt_timer *t) {
     t->total += mt_now() - t->started;
     t->count++;
 }
-static inline void mt_timer_reset(mt_timer *t) { t->started = t->total = 0, t->count = 0; }
+static inline void mt_timer_reset(mt_timer *t) {
+    t->started = t->total = 0, t->count = 0;
+}
 
 #ifdef __cplusplus
 }

@@ -13,7 +13,7 @@
 typedef struct mt_command {
     const char *name;
     const char *summary;
-    bool needs_comm;                                       /* starts MPI */
+    bool needs_comm; /* starts MPI */
     mt_status (*run)(mt_comm *comm, int argc, char **argv);
     void (*usage)(FILE *out);
 } mt_command;

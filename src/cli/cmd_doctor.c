@@ -66,7 +66,8 @@ static mt_status check_ranks(doctor *d) {
         int n_hosts = 0;
         for (int r = 0; r < d->world; r++) {
             bool first = true;
-            for (int q = 0; q < r; q++) first &= strcmp(hosts + q * sizeof host, hosts + r * sizeof host) != 0;
+            for (int q = 0; q < r; q++)
+                first &= strcmp(hosts + q * sizeof host, hosts + r * sizeof host) != 0;
             n_hosts += first;
         }
         printf("ranks:     %d rank%s on %d host%s\n", d->world, d->world > 1 ? "s" : "", n_hosts,
@@ -81,9 +82,11 @@ static mt_status check_ranks(doctor *d) {
     for (int i = 0; st == MT_OK && i < 4; i++) {
         const char *v = getenv(env[i]);
         if (v && atoi(v) > 1 && d->world == 1)
-            st = mt_fail(MT_ERR_COMM, "%s=%s but MPI sees 1 rank: the launcher and MPI do not "
+            st = mt_fail(MT_ERR_COMM,
+                         "%s=%s but MPI sees 1 rank: the launcher and MPI do not "
                          "agree (with Slurm use `srun --mpi=pmix`; `srun --mpi=list` shows the "
-                         "choices)", env[i], v);
+                         "choices)",
+                         env[i], v);
     }
     mt_free(hosts);
     mt_free(locals);
@@ -102,7 +105,8 @@ static mt_status gemm_local(int n, double *gflops) {
     if (st == MT_OK) {
         /* A[i][k] = (i+k) % 3 - 1, B[k][j] = 1: C[i][j] = sum_k A[i][k], known in closed form. */
         for (size_t i = 0; i < nn; i++) a[i] = (float)((int)((i / n + i % n) % 3) - 1), b[i] = 1.0f;
-        mt_tensor ta = mt_tensor_2d(a, MT_F32, MT_CPU, n, n), tb = mt_tensor_2d(b, MT_F32, MT_CPU, n, n),
+        mt_tensor ta = mt_tensor_2d(a, MT_F32, MT_CPU, n, n),
+                  tb = mt_tensor_2d(b, MT_F32, MT_CPU, n, n),
                   tc = mt_tensor_2d(c, MT_F32, MT_CPU, n, n);
         st = mt_gemm(&ctx, false, false, 1.0f, &ta, &tb, 0.0f, &tc); /* warm-up */
         double best = 1e30;
@@ -117,8 +121,10 @@ static mt_status gemm_local(int n, double *gflops) {
             double want = 0;
             for (int k = 0; k < n; k++) want += (i + k) % 3 - 1;
             if (c[(size_t)i * n + (size_t)i] != (float)want)
-                st = mt_fail(MT_ERR_NUMERIC, "GEMM gave C[%d][%d] = %g, expected %g: the BLAS "
-                             "library computes wrong results", i, i, c[(size_t)i * n + i], want);
+                st = mt_fail(MT_ERR_NUMERIC,
+                             "GEMM gave C[%d][%d] = %g, expected %g: the BLAS "
+                             "library computes wrong results",
+                             i, i, c[(size_t)i * n + i], want);
         }
     }
     mt_free(a), mt_free(b), mt_free(c);
@@ -174,8 +180,10 @@ static mt_status check_allreduce(doctor *d, size_t mib) {
     double t = best;
     MT_TRY(mt_comm_max_f64(d->comm, &t, 1));
     double bytes = (double)n * sizeof(float);
-    SAY(d, "allreduce: %zu MiB f32 over %d rank%s: %.3f s, algorithm %.2f GB/s, bus %.2f GB/s, "
-           "results checked\n", mib, d->world, d->world > 1 ? "s" : "", t, bytes / t / 1e9,
+    SAY(d,
+        "allreduce: %zu MiB f32 over %d rank%s: %.3f s, algorithm %.2f GB/s, bus %.2f GB/s, "
+        "results checked\n",
+        mib, d->world, d->world > 1 ? "s" : "", t, bytes / t / 1e9,
         2.0 * (d->world - 1) / d->world * bytes / t / 1e9);
     return MT_OK;
 }
@@ -210,8 +218,9 @@ static void report_ops(doctor *d) {
             }
         }
         if (dev == MT_CUDA && have == 0) continue; /* not built */
-        SAY(d, "ops:       %d of %d on %s%s%s%s\n", have, mt_op_count(), mt_device_name((mt_device)dev),
-            missing[0] ? " (not yet: " : "", missing, missing[0] ? ")" : "");
+        SAY(d, "ops:       %d of %d on %s%s%s%s\n", have, mt_op_count(),
+            mt_device_name((mt_device)dev), missing[0] ? " (not yet: " : "", missing,
+            missing[0] ? ")" : "");
     }
 }
 
@@ -229,8 +238,10 @@ static mt_status gpu_gemm_matches_cpu(int device) {
         return st;
     }
     int64_t shape[2] = {N, N};
-    mt_tensor ha = mt_tensor_2d(a, MT_F32, MT_CPU, N, N), hb = mt_tensor_2d(b, MT_F32, MT_CPU, N, N);
-    mt_tensor hc = mt_tensor_2d(c_cpu, MT_F32, MT_CPU, N, N), hg = mt_tensor_2d(c_gpu, MT_F32, MT_CPU, N, N);
+    mt_tensor ha = mt_tensor_2d(a, MT_F32, MT_CPU, N, N),
+              hb = mt_tensor_2d(b, MT_F32, MT_CPU, N, N);
+    mt_tensor hc = mt_tensor_2d(c_cpu, MT_F32, MT_CPU, N, N),
+              hg = mt_tensor_2d(c_gpu, MT_F32, MT_CPU, N, N);
     mt_tensor da = {0}, db = {0}, dc = {0};
     st = mt_gemm(&cpu, false, false, 1.0f, &ha, &hb, 0.0f, &hc);
     if (st == MT_OK) st = mt_tensor_alloc(&gpu, &da, MT_F32, 2, shape);
@@ -258,7 +269,8 @@ static mt_status check_gpus(doctor *d) {
     int n = mt_cuda_device_count();
     SAY(d, "CUDA:      backend built; %s; NCCL %s\n", v, mt_cuda_nccl_version());
     if (d->rank == 0) {
-        if (n == 0) printf("GPUs:      none visible on rank 0's host (the CPU backend will be used)\n");
+        if (n == 0)
+            printf("GPUs:      none visible on rank 0's host (the CPU backend will be used)\n");
         for (int i = 0; i < n; i++) {
             char desc[256];
             mt_cuda_device_describe(i, desc, sizeof desc);
@@ -273,7 +285,8 @@ static mt_status check_gpus(doctor *d) {
     }
     return st;
 #else
-    SAY(d, "CUDA:      backend not built (configure with MEDTRAIN_CUDA=ON on a machine with nvcc)\n");
+    SAY(d,
+        "CUDA:      backend not built (configure with MEDTRAIN_CUDA=ON on a machine with nvcc)\n");
     return MT_OK;
 #endif
 }
@@ -293,23 +306,29 @@ mt_status mt_cmd_doctor(mt_comm *comm, int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         char *end = NULL;
         switch (c) {
-        case 's': scratch = optarg; break;
+        case 's':
+            scratch = optarg;
+            break;
         case 'g':
             gemm_n = (int)strtol(optarg, &end, 10);
             if (*end || gemm_n < 16 || gemm_n > 16384)
-                return mt_cli_usage_error(mt_cmd_doctor_usage, "--gemm %s: expected 16..16384", optarg);
+                return mt_cli_usage_error(mt_cmd_doctor_usage, "--gemm %s: expected 16..16384",
+                                          optarg);
             break;
         case 'a':
             mib = strtol(optarg, &end, 10);
             if (*end || mib < 1 || mib > 8192)
-                return mt_cli_usage_error(mt_cmd_doctor_usage, "--allreduce-mib %s: expected 1..8192", optarg);
+                return mt_cli_usage_error(mt_cmd_doctor_usage,
+                                          "--allreduce-mib %s: expected 1..8192", optarg);
             break;
         default:
-            return mt_cli_usage_error(mt_cmd_doctor_usage, "doctor: unknown option '%s'", argv[optind - 1]);
+            return mt_cli_usage_error(mt_cmd_doctor_usage, "doctor: unknown option '%s'",
+                                      argv[optind - 1]);
         }
     }
     if (optind < argc)
-        return mt_cli_usage_error(mt_cmd_doctor_usage, "doctor: unexpected argument '%s'", argv[optind]);
+        return mt_cli_usage_error(mt_cmd_doctor_usage, "doctor: unexpected argument '%s'",
+                                  argv[optind]);
 
     doctor d = {.comm = comm, .rank = mt_comm_rank(comm), .world = mt_comm_world(comm)};
     SAY(&d, "medtrain doctor\n");

@@ -41,8 +41,8 @@ void mt_cli_print_versions(FILE *out) {
 mt_status mt_cmd_version(mt_comm *comm, int argc, char **argv) {
     if (mt_cli_wants_help(argc, argv, mt_cmd_version_usage)) return MT_OK;
     if (argc > 1) return mt_cli_usage_error(mt_cmd_version_usage, "version takes no arguments");
-    printf("medtrain %s (commit %s, %s build%s)\n", MT_BUILD_VERSION, MT_BUILD_COMMIT, MT_BUILD_TYPE,
-           strcmp(MT_BUILD_SANITIZE, "ON") == 0 ? ", ASan/UBSan" : "");
+    printf("medtrain %s (commit %s, %s build%s)\n", MT_BUILD_VERSION, MT_BUILD_COMMIT,
+           MT_BUILD_TYPE, strcmp(MT_BUILD_SANITIZE, "ON") == 0 ? ", ASan/UBSan" : "");
     if (strcmp(MT_BUILD_CUDA, "ON") == 0)
         printf("  backends: cpu, cuda (architectures %s)\n", MT_BUILD_CUDA_ARCHS);
     else

@@ -20,10 +20,12 @@ static const mt_command commands[] = {
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: medtrain [global options] <command> [options]\n\n"
-                 "Distributed training for medical-imaging AI: DICOM to trained, evaluated models.\n\n"
-                 "commands:\n");
-    for (int i = 0; i < N_COMMANDS; i++) fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out,
+            "usage: medtrain [global options] <command> [options]\n\n"
+            "Distributed training for medical-imaging AI: DICOM to trained, evaluated models.\n\n"
+            "commands:\n");
+    for (int i = 0; i < N_COMMANDS; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "\nglobal options (anywhere on the line):\n"
                  "  --log-level LEVEL   error, warn, info (default) or debug\n"
                  "  --log-all-ranks     let every rank log, not only rank 0\n"
@@ -58,7 +60,8 @@ static int take_global_options(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--log-all-ranks") == 0) {
             mt_log_set_all_ranks(true);
-        } else if (strcmp(argv[i], "--log-level") == 0 || strncmp(argv[i], "--log-level=", 12) == 0) {
+        } else if (strcmp(argv[i], "--log-level") == 0 ||
+                   strncmp(argv[i], "--log-level=", 12) == 0) {
             const char *v = argv[i][11] == '=' ? argv[i] + 12 : (i + 1 < argc ? argv[++i] : NULL);
             mt_log_level level;
             if (!v) {
@@ -84,7 +87,9 @@ static const mt_command *find_command(const char *name) {
     return NULL;
 }
 
-static int exit_code(mt_status st) { return st == MT_OK ? 0 : st == MT_ERR_USAGE ? 2 : 1; }
+static int exit_code(mt_status st) {
+    return st == MT_OK ? 0 : st == MT_ERR_USAGE ? 2 : 1;
+}
 
 int main(int argc, char **argv) {
     argc = take_global_options(argc, argv);
@@ -96,8 +101,10 @@ int main(int argc, char **argv) {
     const char *name = argv[1];
     if (strcmp(name, "-h") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "help") == 0) {
         const mt_command *c = argc > 2 ? find_command(argv[2]) : NULL;
-        if (c) c->usage(stdout);
-        else usage(stdout);
+        if (c)
+            c->usage(stdout);
+        else
+            usage(stdout);
         return 0;
     }
     if (strcmp(name, "--version") == 0) name = "version";
@@ -126,7 +133,8 @@ int main(int argc, char **argv) {
             snprintf(msg, sizeof msg, "medtrain %s: error: %s", cmd->name, mt_error_message());
             mt_comm_abort(comm, exit_code(st), msg);
         }
-        if (mt_rank() == 0) fprintf(stderr, "medtrain %s: error: %s\n", cmd->name, mt_error_message());
+        if (mt_rank() == 0)
+            fprintf(stderr, "medtrain %s: error: %s\n", cmd->name, mt_error_message());
     }
     if (comm) mt_comm_finalize(comm);
     return exit_code(st);

@@ -60,7 +60,8 @@ mt_status mt_file_write_atomic(const char *path, const void *data, size_t n) {
     if (snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp)
         return mt_fail(MT_ERR_ARG, "%s: path too long", path);
     int fd = mkstemp(tmp);
-    if (fd < 0) return mt_fail(MT_ERR_IO, "%s: cannot create temporary file: %s", path, strerror(errno));
+    if (fd < 0)
+        return mt_fail(MT_ERR_IO, "%s: cannot create temporary file: %s", path, strerror(errno));
     mt_status st = write_all(fd, tmp, data, n);
     if (st == MT_OK && fsync(fd) != 0)
         st = mt_fail(MT_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));

@@ -15,15 +15,18 @@ mt_status mt_json_parse(const char *text, size_t n, const char *name, cJSON **ou
         if (!at || at < text || at > text + n) at = text;
         int line = 1, col = 1;
         for (const char *p = text; p < at; p++) {
-            if (*p == '\n') line++, col = 1;
-            else col++;
+            if (*p == '\n')
+                line++, col = 1;
+            else
+                col++;
         }
         int show = 0;
         while (at + show < text + n && show < 20 && at[show] != '\n') show++;
         if (show == 0)
             return mt_fail(MT_ERR_FORMAT, "%s:%d:%d: invalid JSON (unexpected end of input)", name,
                            line, col);
-        return mt_fail(MT_ERR_FORMAT, "%s:%d:%d: invalid JSON near '%.*s'", name, line, col, show, at);
+        return mt_fail(MT_ERR_FORMAT, "%s:%d:%d: invalid JSON near '%.*s'", name, line, col, show,
+                       at);
     }
     *out = j;
     return MT_OK;

@@ -12,9 +12,15 @@
 static mt_log_level max_level = MT_LOG_INFO;
 static bool all_ranks = false;
 
-void mt_log_set_level(mt_log_level level) { max_level = level; }
-mt_log_level mt_log_get_level(void) { return max_level; }
-void mt_log_set_all_ranks(bool all) { all_ranks = all; }
+void mt_log_set_level(mt_log_level level) {
+    max_level = level;
+}
+mt_log_level mt_log_get_level(void) {
+    return max_level;
+}
+void mt_log_set_all_ranks(bool all) {
+    all_ranks = all;
+}
 
 mt_status mt_log_parse_level(const char *text, mt_log_level *out) {
     static const char *names[] = {"error", "warn", "info", "debug"};

@@ -10,7 +10,9 @@
 
 static long fail_countdown = 0; /* > 0: the allocation that brings it to 0 fails */
 
-void mt_alloc_fail_after(long n) { fail_countdown = n; }
+void mt_alloc_fail_after(long n) {
+    fail_countdown = n;
+}
 
 static bool injected_failure(void) {
     if (fail_countdown <= 0) return false;
@@ -53,7 +55,9 @@ char *mt_strdup(const char *s, const char *what) {
     return p;
 }
 
-void mt_free(void *p) { free(p); }
+void mt_free(void *p) {
+    free(p);
+}
 
 /* ---- arenas ------------------------------------------------------------------------------ */
 
@@ -63,8 +67,12 @@ struct mt_arena_block {
     size_t size, used;
 };
 
-static void *host_block_alloc(size_t bytes, void *user) { return mt_alloc(bytes, (const char *)user); }
-static void host_block_free(void *p, void *user) { mt_free(p); }
+static void *host_block_alloc(size_t bytes, void *user) {
+    return mt_alloc(bytes, (const char *)user);
+}
+static void host_block_free(void *p, void *user) {
+    mt_free(p);
+}
 
 void mt_arena_init_with(mt_arena *a, const char *name, size_t block_bytes, mt_arena_allocator al) {
     memset(a, 0, sizeof *a);

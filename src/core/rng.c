@@ -58,9 +58,13 @@ uint64_t mt_rng_u64(mt_rng *r) {
     return hi << 32 | mt_rng_u32(r);
 }
 
-float mt_rng_uniform(mt_rng *r) { return (float)(mt_rng_u32(r) >> 8) * 0x1.0p-24f; }
+float mt_rng_uniform(mt_rng *r) {
+    return (float)(mt_rng_u32(r) >> 8) * 0x1.0p-24f;
+}
 
-double mt_rng_uniform_f64(mt_rng *r) { return (double)(mt_rng_u64(r) >> 11) * 0x1.0p-53; }
+double mt_rng_uniform_f64(mt_rng *r) {
+    return (double)(mt_rng_u64(r) >> 11) * 0x1.0p-53;
+}
 
 float mt_rng_normal(mt_rng *r) {
     /* Box-Muller on (0,1] x [0,1); one of the pair is used so the stream position stays simple. */

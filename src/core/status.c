@@ -12,8 +12,12 @@ void mt_set_rank(int rank, int world) {
     the_rank = rank;
     the_world = world;
 }
-int mt_rank(void) { return the_rank; }
-int mt_world(void) { return the_world; }
+int mt_rank(void) {
+    return the_rank;
+}
+int mt_world(void) {
+    return the_world;
+}
 
 mt_status mt_fail(mt_status code, const char *fmt, ...) {
     int n = 0;
@@ -46,24 +50,41 @@ mt_status mt_error_wrap(mt_status code, const char *fmt, ...) {
     return code;
 }
 
-const char *mt_error_message(void) { return message; }
-void mt_error_clear(void) { message[0] = '\0'; }
+const char *mt_error_message(void) {
+    return message;
+}
+void mt_error_clear(void) {
+    message[0] = '\0';
+}
 
 const char *mt_status_name(mt_status code) {
     switch (code) {
-    case MT_OK: return "ok";
-    case MT_ERR_USAGE: return "usage";
-    case MT_ERR_ARG: return "argument";
-    case MT_ERR_IO: return "io";
-    case MT_ERR_FORMAT: return "format";
-    case MT_ERR_CONFIG: return "config";
-    case MT_ERR_NOMEM: return "out of memory";
-    case MT_ERR_SHAPE: return "shape";
-    case MT_ERR_UNSUPPORTED: return "unsupported";
-    case MT_ERR_COMM: return "communication";
-    case MT_ERR_DEVICE: return "device";
-    case MT_ERR_NUMERIC: return "numeric";
-    case MT_ERR_INTERNAL: return "internal";
+    case MT_OK:
+        return "ok";
+    case MT_ERR_USAGE:
+        return "usage";
+    case MT_ERR_ARG:
+        return "argument";
+    case MT_ERR_IO:
+        return "io";
+    case MT_ERR_FORMAT:
+        return "format";
+    case MT_ERR_CONFIG:
+        return "config";
+    case MT_ERR_NOMEM:
+        return "out of memory";
+    case MT_ERR_SHAPE:
+        return "shape";
+    case MT_ERR_UNSUPPORTED:
+        return "unsupported";
+    case MT_ERR_COMM:
+        return "communication";
+    case MT_ERR_DEVICE:
+        return "device";
+    case MT_ERR_NUMERIC:
+        return "numeric";
+    case MT_ERR_INTERNAL:
+        return "internal";
     }
     return "unknown";
 }

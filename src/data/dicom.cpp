@@ -5,4 +5,6 @@
 
 #include <gdcmVersion.h>
 
-extern "C" const char *mt_dicom_gdcm_version(void) { return gdcm::Version::GetVersion(); }
+extern "C" const char *mt_dicom_gdcm_version(void) {
+    return gdcm::Version::GetVersion();
+}

@@ -22,7 +22,8 @@ const char *mt_h5_version(void) {
     static char buf[64];
     unsigned maj, min, rel;
     H5get_libversion(&maj, &min, &rel);
-    snprintf(buf, sizeof buf, "%u.%u.%u (%s)", maj, min, rel, mt_h5_is_parallel() ? "parallel" : "serial");
+    snprintf(buf, sizeof buf, "%u.%u.%u (%s)", maj, min, rel,
+             mt_h5_is_parallel() ? "parallel" : "serial");
     return buf;
 }
 
@@ -36,7 +37,8 @@ static mt_status h5_fail(const char *path, const char *what) {
     char reason[256] = "";
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost, reason);
     H5Eclear2(H5E_DEFAULT);
-    return mt_fail(MT_ERR_IO, "%s: HDF5 could not %s%s%s", path, what, reason[0] ? ": " : "", reason);
+    return mt_fail(MT_ERR_IO, "%s: HDF5 could not %s%s%s", path, what, reason[0] ? ": " : "",
+                   reason);
 }
 
 enum { ROW = 4096 };
@@ -85,9 +87,10 @@ static mt_status selftest_local(MPI_Comm comm, int rank, int world, const char *
     }
     for (int i = 0; i < ROW; i++)
         if (row[i] != other * 1000003 + i) {
-            st = mt_fail(MT_ERR_IO, "%s: read back %d at [%d,%d], expected %d: parallel writes "
-                         "are not reaching the file consistently", path, row[i], other, i,
-                         other * 1000003 + i);
+            st = mt_fail(MT_ERR_IO,
+                         "%s: read back %d at [%d,%d], expected %d: parallel writes "
+                         "are not reaching the file consistently",
+                         path, row[i], other, i, other * 1000003 + i);
             break;
         }
 done:

@@ -1791,8 +1791,8 @@ static void test_census(void) {
 int main(int argc, char **argv) {
     bool require_cuda = argc > 1 && strcmp(argv[1], "--require-cuda") == 0;
     if (require_cuda && !mt_backend_available(MT_CUDA)) {
-        printf("SKIP: %s\n", mt_backend_for(MT_CUDA) ? "no GPU visible"
-                                                     : "the CUDA backend is not compiled in");
+        printf("SKIP: %s\n",
+               mt_backend_for(MT_CUDA) ? "no GPU visible" : "the CUDA backend is not compiled in");
         return 77;
     }
     mt_arena_init(&g_mem, "test_ops host", 1u << 22);

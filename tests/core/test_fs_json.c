@@ -86,7 +86,8 @@ static void test_json_roundtrip_and_errors(void) {
     MT_CHECK_FAILS(mt_json_parse(bad, strlen(bad), "manifest.json", &j), MT_ERR_FORMAT,
                    "manifest.json:3:", "invalid JSON");
     const char *truncated = "{\"a\": [1, 2";
-    MT_CHECK_FAILS(mt_json_parse(truncated, strlen(truncated), "t.json", &j), MT_ERR_FORMAT, "t.json:1:");
+    MT_CHECK_FAILS(mt_json_parse(truncated, strlen(truncated), "t.json", &j), MT_ERR_FORMAT,
+                   "t.json:1:");
 }
 
 int main(void) {

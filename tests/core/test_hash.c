@@ -16,11 +16,14 @@ static void hex_of(const char *s, char out[MT_SHA256_HEX]) {
 static void test_sha256_vectors(void) {
     char h[MT_SHA256_HEX];
     hex_of("abc", h);
-    MT_CHECK(strcmp(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0, "%s", h);
+    MT_CHECK(strcmp(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0,
+             "%s", h);
     hex_of("", h);
-    MT_CHECK(strcmp(h, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855") == 0, "%s", h);
+    MT_CHECK(strcmp(h, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855") == 0,
+             "%s", h);
     hex_of("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", h);
-    MT_CHECK(strcmp(h, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1") == 0, "%s", h);
+    MT_CHECK(strcmp(h, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1") == 0,
+             "%s", h);
 }
 
 static void test_incremental_and_file(void) {
@@ -46,7 +49,8 @@ static void test_incremental_and_file(void) {
     MT_CHECK_OK(mt_sha256_file(path, fhex));
     MT_CHECK(strcmp(fhex, want) == 0, "%s", fhex);
     unlink(path);
-    MT_CHECK_FAILS(mt_sha256_file("/nonexistent/file.bin", fhex), MT_ERR_IO, "/nonexistent/file.bin");
+    MT_CHECK_FAILS(mt_sha256_file("/nonexistent/file.bin", fhex), MT_ERR_IO,
+                   "/nonexistent/file.bin");
 }
 
 static void test_hmac_rfc4231(void) {
@@ -55,10 +59,12 @@ static void test_hmac_rfc4231(void) {
     memset(key, 0x0b, sizeof key);
     MT_CHECK_OK(mt_hmac_sha256(key, sizeof key, "Hi There", 8, d));
     mt_hex(d, MT_SHA256_BYTES, hex);
-    MT_CHECK(strcmp(hex, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7") == 0, "%s", hex);
+    MT_CHECK(strcmp(hex, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7") == 0,
+             "%s", hex);
     MT_CHECK_OK(mt_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, d));
     mt_hex(d, MT_SHA256_BYTES, hex);
-    MT_CHECK(strcmp(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843") == 0, "%s", hex);
+    MT_CHECK(strcmp(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843") == 0,
+             "%s", hex);
 }
 
 int main(void) {

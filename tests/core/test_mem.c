@@ -12,7 +12,8 @@ static void test_alloc_aligned_and_named_failure(void) {
     mt_alloc_fail_after(1);
     mt_error_clear();
     MT_CHECK(mt_alloc(1000, "gradient buffer") == NULL);
-    MT_CHECK(strstr(mt_error_message(), "gradient buffer") && strstr(mt_error_message(), "1000 bytes"),
+    MT_CHECK(strstr(mt_error_message(), "gradient buffer") &&
+                 strstr(mt_error_message(), "1000 bytes"),
              "%s", mt_error_message());
     /* The hook fires once. */
     p = mt_alloc(10, "x");
@@ -45,7 +46,7 @@ static void test_arena_alloc_rewind_reuse(void) {
     MT_CHECK(p1 && ((uintptr_t)p1 % 64) == 0);
     memset(p1, 1, 100);
     mt_arena_mark m = mt_arena_save(&a);
-    char *p2 = mt_arena_alloc(&a, 900); /* does not fit after p1: a second block */
+    char *p2 = mt_arena_alloc(&a, 900);  /* does not fit after p1: a second block */
     char *p3 = mt_arena_alloc(&a, 5000); /* larger than a block: its own block */
     MT_CHECK(p2 && p3 && p2 != p1);
     memset(p2, 2, 900);

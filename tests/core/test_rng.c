@@ -7,7 +7,8 @@
 static void check_kat(const uint32_t ctr[4], const uint32_t key[2], const uint32_t want[4]) {
     uint32_t out[4];
     mt_philox4x32_10(ctr, key, out);
-    for (int i = 0; i < 4; i++) MT_CHECK(out[i] == want[i], "word %d: %08x vs %08x", i, out[i], want[i]);
+    for (int i = 0; i < 4; i++)
+        MT_CHECK(out[i] == want[i], "word %d: %08x vs %08x", i, out[i], want[i]);
 }
 
 /* Vectors from Random123's kat_vectors (philox4x32 10 rounds). */
@@ -59,7 +60,8 @@ static void test_below_and_shuffle(void) {
     mt_rng_init(&r, 1, 2, 3);
     int counts[7] = {0};
     for (int i = 0; i < 70000; i++) counts[mt_rng_below(&r, 7)]++;
-    for (int i = 0; i < 7; i++) MT_CHECK(abs(counts[i] - 10000) < 500, "bucket %d: %d", i, counts[i]);
+    for (int i = 0; i < 7; i++)
+        MT_CHECK(abs(counts[i] - 10000) < 500, "bucket %d: %d", i, counts[i]);
     int64_t idx[1000];
     for (int i = 0; i < 1000; i++) idx[i] = i;
     mt_rng_shuffle_i64(&r, idx, 1000);

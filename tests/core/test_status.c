@@ -7,7 +7,8 @@
 static void test_fail_sets_message(void) {
     mt_status st = mt_fail(MT_ERR_CONFIG, "%s:%d: unknown key '%s'", "job.yaml", 7, "lrr");
     MT_CHECK(st == MT_ERR_CONFIG);
-    MT_CHECK(strcmp(mt_error_message(), "job.yaml:7: unknown key 'lrr'") == 0, "%s", mt_error_message());
+    MT_CHECK(strcmp(mt_error_message(), "job.yaml:7: unknown key 'lrr'") == 0, "%s",
+             mt_error_message());
     mt_error_clear();
     MT_CHECK(mt_error_message()[0] == '\0');
 }
@@ -42,7 +43,8 @@ static void test_long_message_truncates_safely(void) {
 static void test_status_names(void) {
     MT_CHECK(strcmp(mt_status_name(MT_OK), "ok") == 0);
     MT_CHECK(strcmp(mt_status_name(MT_ERR_NOMEM), "out of memory") == 0);
-    for (int s = MT_OK; s <= MT_ERR_INTERNAL; s++) MT_CHECK(strcmp(mt_status_name(s), "unknown") != 0);
+    for (int s = MT_OK; s <= MT_ERR_INTERNAL; s++)
+        MT_CHECK(strcmp(mt_status_name(s), "unknown") != 0);
 }
 
 static void test_log_levels(void) {
@@ -51,7 +53,8 @@ static void test_log_levels(void) {
     MT_CHECK(l == MT_LOG_DEBUG);
     MT_CHECK_OK(mt_log_parse_level("warn", &l));
     MT_CHECK(l == MT_LOG_WARN);
-    MT_CHECK_FAILS(mt_log_parse_level("loud", &l), MT_ERR_USAGE, "loud", "error, warn, info or debug");
+    MT_CHECK_FAILS(mt_log_parse_level("loud", &l), MT_ERR_USAGE, "loud",
+                   "error, warn, info or debug");
     mt_log_set_level(MT_LOG_WARN);
     MT_CHECK(mt_log_get_level() == MT_LOG_WARN);
     MT_INFO("this line is filtered out");

@@ -12,7 +12,9 @@
 #include <nccl.h>
 #endif
 
-extern "C" bool mt_cuda_device_present(void) { return mt_cuda_device_count() > 0; }
+extern "C" bool mt_cuda_device_present(void) {
+    return mt_cuda_device_count() > 0;
+}
 
 extern "C" int mt_cuda_device_count(void) {
     int n = 0;
@@ -42,8 +44,8 @@ extern "C" void mt_cuda_device_describe(int i, char *buf, size_t n) {
         snprintf(buf, n, "device %d: properties unavailable", i);
         return;
     }
-    snprintf(buf, n, "%s, %.1f GiB, sm_%d%d", p.name, (double)p.totalGlobalMem / (1u << 30), p.major,
-             p.minor);
+    snprintf(buf, n, "%s, %.1f GiB, sm_%d%d", p.name, (double)p.totalGlobalMem / (1u << 30),
+             p.major, p.minor);
 }
 
 extern "C" const char *mt_cuda_nccl_version(void) {
@@ -75,7 +77,9 @@ static void *scratch_block_alloc(size_t bytes, void *user) {
     return p;
 }
 
-static void scratch_block_free(void *p, void *user) { cudaFree(p); }
+static void scratch_block_free(void *p, void *user) {
+    cudaFree(p);
+}
 
 static mt_status cuda_ctx_init(mt_ctx *ctx) {
     MT_CUDA_TRY(cudaSetDevice(ctx->device_index));
@@ -127,17 +131,20 @@ static void *cuda_alloc(mt_ctx *ctx, size_t bytes) {
     return p;
 }
 
-static void cuda_free(mt_ctx *ctx, void *p) { cudaFree(p); }
+static void cuda_free(mt_ctx *ctx, void *p) {
+    cudaFree(p);
+}
 
 static mt_status cuda_copy(mt_ctx *ctx, void *dst, mt_device dst_dev, const void *src,
                            mt_device src_dev, size_t bytes) {
-    cudaMemcpyKind kind = dst_dev == MT_CUDA ? (src_dev == MT_CUDA ? cudaMemcpyDeviceToDevice
-                                                                   : cudaMemcpyHostToDevice)
-                                             : (src_dev == MT_CUDA ? cudaMemcpyDeviceToHost
-                                                                   : cudaMemcpyHostToHost);
+    cudaMemcpyKind kind =
+        dst_dev == MT_CUDA
+            ? (src_dev == MT_CUDA ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+            : (src_dev == MT_CUDA ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
     MT_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, kind, mt_cuda_stream(ctx)));
     /* Host memory may be reused as soon as we return: copies touching the host complete here. */
-    if (dst_dev != MT_CUDA || src_dev != MT_CUDA) MT_CUDA_TRY(cudaStreamSynchronize(mt_cuda_stream(ctx)));
+    if (dst_dev != MT_CUDA || src_dev != MT_CUDA)
+        MT_CUDA_TRY(cudaStreamSynchronize(mt_cuda_stream(ctx)));
     return MT_OK;
 }
 
@@ -151,10 +158,10 @@ static mt_status cuda_gemm(mt_ctx *ctx, const mt_gemm_desc *d) {
     mt_cuda_state *st = (mt_cuda_state *)ctx->backend_state;
     cublasOperation_t ta = d->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t tb = d->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-    MT_CUBLAS_TRY(cublasSgemmStridedBatched(
-        st->cublas, tb, ta, (int)d->n, (int)d->m, (int)d->k, &d->alpha, d->b, (int)d->ldb,
-        d->stride_b, d->a, (int)d->lda, d->stride_a, &d->beta, d->c, (int)d->ldc, d->stride_c,
-        (int)d->batch));
+    MT_CUBLAS_TRY(cublasSgemmStridedBatched(st->cublas, tb, ta, (int)d->n, (int)d->m, (int)d->k,
+                                            &d->alpha, d->b, (int)d->ldb, d->stride_b, d->a,
+                                            (int)d->lda, d->stride_a, &d->beta, d->c, (int)d->ldc,
+                                            d->stride_c, (int)d->batch));
     return MT_OK;
 }
 

@@ -12,7 +12,9 @@ typedef struct mt_cuda_state {
     cublasHandle_t cublas;
 } mt_cuda_state;
 
-static inline cudaStream_t mt_cuda_stream(mt_ctx *ctx) { return (cudaStream_t)ctx->stream; }
+static inline cudaStream_t mt_cuda_stream(mt_ctx *ctx) {
+    return (cudaStream_t)ctx->stream;
+}
 
 /* Every CUDA runtime call that can fail goes through these: the message names the call, the
  * source line and CUDA's reason. */

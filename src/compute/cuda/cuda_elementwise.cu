@@ -37,10 +37,18 @@ __global__ void act_fwd_kernel(int kind, const float *x, float *y, int64_t n) {
          i += (int64_t)gridDim.x * blockDim.x) {
         float v = x[i], r;
         switch (kind) {
-        case MT_ACT_RELU: r = v > 0.f ? v : 0.f; break;
-        case MT_ACT_GELU: r = 0.5f * v * (1.f + erff(v * 0.70710678118654752f)); break;
-        case MT_ACT_GELU_TANH: r = 0.5f * v * (1.f + tanhf(gelu_tanh_inner(v))); break;
-        default: r = v / (1.f + expf(-v)); break; // silu
+        case MT_ACT_RELU:
+            r = v > 0.f ? v : 0.f;
+            break;
+        case MT_ACT_GELU:
+            r = 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
+            break;
+        case MT_ACT_GELU_TANH:
+            r = 0.5f * v * (1.f + tanhf(gelu_tanh_inner(v)));
+            break;
+        default:
+            r = v / (1.f + expf(-v));
+            break; // silu
         }
         y[i] = r;
     }
@@ -51,7 +59,9 @@ __global__ void act_bwd_kernel(int kind, const float *x, const float *dy, float 
          i += (int64_t)gridDim.x * blockDim.x) {
         float v = x[i], g;
         switch (kind) {
-        case MT_ACT_RELU: g = v > 0.f ? 1.f : 0.f; break;
+        case MT_ACT_RELU:
+            g = v > 0.f ? 1.f : 0.f;
+            break;
         case MT_ACT_GELU: {
             float cdf = 0.5f * (1.f + erff(v * 0.70710678118654752f));
             float pdf = 0.3989422804014327f * expf(-0.5f * v * v);
@@ -99,15 +109,18 @@ static mt_status binary(mt_ctx *ctx, const mt_tensor *a, const mt_tensor *b, mt_
     return MT_OK;
 }
 
-extern "C" mt_status mt_cuda_add(mt_ctx *ctx, const mt_tensor *a, const mt_tensor *b, mt_tensor *out) {
+extern "C" mt_status mt_cuda_add(mt_ctx *ctx, const mt_tensor *a, const mt_tensor *b,
+                                 mt_tensor *out) {
     return binary<false>(ctx, a, b, out);
 }
 
-extern "C" mt_status mt_cuda_mul(mt_ctx *ctx, const mt_tensor *a, const mt_tensor *b, mt_tensor *out) {
+extern "C" mt_status mt_cuda_mul(mt_ctx *ctx, const mt_tensor *a, const mt_tensor *b,
+                                 mt_tensor *out) {
     return binary<true>(ctx, a, b, out);
 }
 
-extern "C" mt_status mt_cuda_act_fwd(mt_ctx *ctx, mt_act_kind kind, const mt_tensor *x, mt_tensor *y) {
+extern "C" mt_status mt_cuda_act_fwd(mt_ctx *ctx, mt_act_kind kind, const mt_tensor *x,
+                                     mt_tensor *y) {
     int64_t n = mt_tensor_numel(x);
     act_fwd_kernel<<<mt_cuda_blocks(n, THREADS), THREADS, 0, mt_cuda_stream(ctx)>>>(
         (int)kind, (const float *)x->data, (float *)y->data, n);
