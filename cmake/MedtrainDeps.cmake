@@ -46,3 +46,6 @@ find_package(GDCM REQUIRED)
 add_library(medtrain_gdcm INTERFACE)
 target_include_directories(medtrain_gdcm INTERFACE ${GDCM_INCLUDE_DIRS})
 target_link_libraries(medtrain_gdcm INTERFACE gdcmMSFF gdcmDSED gdcmCommon)
+
+find_package(PNG REQUIRED)
+find_package(JPEG REQUIRED)

@@ -22,6 +22,14 @@ mt_status mt_cmd_version(mt_comm *comm, int argc, char **argv);
 void mt_cmd_version_usage(FILE *out);
 mt_status mt_cmd_doctor(mt_comm *comm, int argc, char **argv);
 void mt_cmd_doctor_usage(FILE *out);
+mt_status mt_cmd_synth(mt_comm *comm, int argc, char **argv);
+void mt_cmd_synth_usage(FILE *out);
+mt_status mt_cmd_pack(mt_comm *comm, int argc, char **argv);
+void mt_cmd_pack_usage(FILE *out);
+mt_status mt_cmd_info(mt_comm *comm, int argc, char **argv);
+void mt_cmd_info_usage(FILE *out);
+mt_status mt_cmd_anonymize(mt_comm *comm, int argc, char **argv);
+void mt_cmd_anonymize_usage(FILE *out);
 
 /* Shared by commands: "--help" anywhere in argv prints usage and returns true. */
 bool mt_cli_wants_help(int argc, char **argv, void (*usage)(FILE *out));

@@ -12,6 +12,14 @@
 #include "medtrain/log.h"
 
 static const mt_command commands[] = {
+    {"synth", "write a synthetic chest X-ray cohort as DICOM files, labels and masks", false,
+     mt_cmd_synth, mt_cmd_synth_usage},
+    {"pack", "turn DICOM folders or PNG/JPEG manifests into one PHI-free HDF5 pack (MPI-parallel)",
+     true, mt_cmd_pack, mt_cmd_pack_usage},
+    {"info", "describe a pack: counts, label prevalence per split, image format, provenance", false,
+     mt_cmd_info, mt_cmd_info_usage},
+    {"anonymize", "write de-identified copies of DICOM files (PS3.15 basic profile)", false,
+     mt_cmd_anonymize, mt_cmd_anonymize_usage},
     {"doctor", "check that this allocation works: ranks, BLAS, all-reduce, parallel HDF5, GPUs",
      true, mt_cmd_doctor, mt_cmd_doctor_usage},
     {"version", "print the version, build settings and library versions", false, mt_cmd_version,
