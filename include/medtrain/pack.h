@@ -89,9 +89,9 @@ typedef struct mt_pack_spec {
 } mt_pack_spec;
 
 typedef struct mt_pack_item {
-    const void *pixels;    /* h*w of spec dtype */
-    const float *labels;   /* n_labels, NaN = unknown */
-    const uint8_t *mask;   /* h*w, or NULL (all background) */
+    const void *pixels;  /* h*w of spec dtype */
+    const float *labels; /* n_labels, NaN = unknown */
+    const uint8_t *mask; /* h*w, or NULL (all background) */
     mt_pack_meta meta;
 } mt_pack_item;
 

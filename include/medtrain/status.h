@@ -41,6 +41,8 @@ mt_status mt_fail(mt_status code, const char *fmt, ...) __attribute__((format(pr
 mt_status mt_error_wrap(mt_status code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 const char *mt_error_message(void); /* "" when no error was set on this thread */
+/* The message without its "rank R: " prefix, for log lines that show the rank already. */
+const char *mt_error_text(void);
 void mt_error_clear(void);
 const char *mt_status_name(mt_status code); /* "io", "config", ... */
 

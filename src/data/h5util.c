@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "h5internal.h"
 #include "medtrain/mem.h"
 #include "medtrain/timer.h"
 
@@ -33,7 +34,9 @@ static herr_t innermost(unsigned n, const H5E_error2_t *e, void *out) {
     return 0;
 }
 
-static mt_status h5_fail(const char *path, const char *what) {
+void mt_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+mt_status mt_h5_fail(const char *path, const char *what) {
     char reason[256] = "";
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost, reason);
     H5Eclear2(H5E_DEFAULT);
@@ -54,12 +57,12 @@ static mt_status selftest_local(MPI_Comm comm, int rank, int world, const char *
 
     fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl < 0 || H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) < 0) {
-        st = h5_fail(path, "set up the MPI-IO driver");
+        st = mt_h5_fail(path, "set up the MPI-IO driver");
         goto done;
     }
     file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     if (file < 0) {
-        st = h5_fail(path, "create the test file");
+        st = mt_h5_fail(path, "create the test file");
         goto done;
     }
     space = H5Screate_simple(2, dims, NULL);
@@ -69,7 +72,7 @@ static mt_status selftest_local(MPI_Comm comm, int rank, int world, const char *
     if (dset < 0 || dxpl < 0 || H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE) < 0 ||
         H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
         H5Dwrite(dset, H5T_NATIVE_INT, mem, space, dxpl, row) < 0) {
-        st = h5_fail(path, "write rows collectively");
+        st = mt_h5_fail(path, "write rows collectively");
         goto done;
     }
     H5Dclose(dset), dset = -1;
@@ -82,7 +85,7 @@ static mt_status selftest_local(MPI_Comm comm, int rank, int world, const char *
     start[0] = (hsize_t)other;
     if (dset < 0 || H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
         H5Dread(dset, H5T_NATIVE_INT, mem, space, dxpl, row) < 0) {
-        st = h5_fail(path, "read rows back collectively");
+        st = mt_h5_fail(path, "read rows back collectively");
         goto done;
     }
     for (int i = 0; i < ROW; i++)
@@ -107,7 +110,7 @@ done:
 mt_status mt_h5_parallel_selftest(mt_comm *comm, const char *dir, double *seconds) {
     if (!mt_h5_is_parallel())
         return mt_fail(MT_ERR_UNSUPPORTED, "HDF5 %s was built without MPI", mt_h5_version());
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    mt_h5_quiet();
     MPI_Comm mc = *(const MPI_Comm *)mt_comm_mpi(comm);
     int rank = mt_comm_rank(comm), world = mt_comm_world(comm);
     /* All ranks use rank 0's name, so that the file is the same one on shared storage. */

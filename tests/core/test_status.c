@@ -25,6 +25,7 @@ static void test_rank_prefix(void) {
     MT_CHECK(strcmp(mt_error_message(), "rank 3: oops") == 0, "%s", mt_error_message());
     mt_error_wrap(MT_ERR_IO, "loading x: ");
     MT_CHECK(strcmp(mt_error_message(), "rank 3: loading x: oops") == 0, "%s", mt_error_message());
+    MT_CHECK(strcmp(mt_error_text(), "loading x: oops") == 0, "%s", mt_error_text());
     mt_set_rank(0, 1);
     mt_fail(MT_ERR_IO, "oops");
     MT_CHECK(strcmp(mt_error_message(), "oops") == 0);

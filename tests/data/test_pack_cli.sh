@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# medtrain synth | pack | info end to end:
+#   - a synthetic cohort (every transfer syntax) plus broken files packs on 1 and on 2 ranks into
+#     packs with identical images, labels, masks, metadata and splits;
+#   - the planted PHI appears in no byte of the packs, logs or error output;
+#   - each broken file is skipped with one line naming it and the reason, and counted;
+#     --strict makes that fatal and leaves no pack behind;
+#   - a bad labels CSV row fails with its line number on 2 ranks without hanging;
+#   - h5py reads the pack as documented (when VENV_PYTHON is given);
+#   - pydicom's real third-party files are each packed or skipped with a reason.
+#   test_pack_cli.sh MEDTRAIN MPIEXEC SRCDIR [VENV_PYTHON] [PYDICOM_DIR]
+set -u
+medtrain=$1
+mpiexec=$2
+srcdir=$3
+venv_python=${4:-}
+pydicom_dir=${5:-}
+passed=0
+failed=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+
+ok() { echo "PASS $1"; passed=$((passed + 1)); }
+bad() { echo "FAIL $1"; shift; for line in "$@"; do echo "    $line"; done; failed=$((failed + 1)); }
+
+# run NAME EXPECTED_CODE LOGFILE -- command...
+run() {
+  local name=$1 code=$2 log=$3
+  shift 4
+  timeout 300 "$@" >"$log" 2>&1
+  local rc=$?
+  if [ "$rc" = 124 ]; then bad "$name" "timed out (a hang)"; tail -5 "$log"; return 1; fi
+  if [ "$rc" != "$code" ]; then bad "$name" "exit $rc, expected $code"; tail -15 "$log" | sed 's/^/    /'; return 1; fi
+  ok "$name"
+}
+
+expect_in() { # NAME FILE REGEX
+  if grep -qE -e "$3" "$2"; then ok "$1"; else bad "$1" "no /$3/ in $2:"; tail -15 "$2" | sed 's/^/    /'; fi
+}
+
+cohort=$tmp/cohort
+run synth 0 "$tmp/synth.log" -- "$medtrain" synth --out "$cohort" --n 24 --size 256,320 --seed 3 || exit 1
+
+# Broken files beside the good ones.
+bad_dir=$cohort/dicom/zz_broken
+mkdir -p "$bad_dir"
+echo "not an image" >"$bad_dir/notes.txt"
+: >"$bad_dir/empty.dcm"
+first=$(find "$cohort/dicom" -name '*.dcm' -size +10k | sort | head -n 1)
+head -c 3000 "$first" >"$bad_dir/truncated.dcm"
+n_good=$(find "$cohort/dicom" -name 'img_*.dcm' | wc -l)
+
+common=(--dicom "$cohort/dicom" --labels "$cohort/labels.csv" --masks "$cohort/masks"
+        --size 64 --key-file "$tmp/site.key")
+run pack_1_rank 0 "$tmp/pack1.log" -- "$medtrain" pack "${common[@]}" --out "$tmp/p1.h5"
+run pack_2_ranks 0 "$tmp/pack2.log" -- "$mpiexec" -n 2 "$medtrain" pack "${common[@]}" --out "$tmp/p2.h5"
+expect_in pack_summary "$tmp/pack1.log" "packed $n_good images into .*skipped 3 of $((n_good + 3)) files"
+for f in notes.txt empty.dcm truncated.dcm; do expect_in "skip_line_$f" "$tmp/pack1.log" "WARN +skipped .*zz_broken/$f"; done
+expect_in skip_counts "$tmp/pack1.log" "skipped, unreadable or not DICOM/PNG/JPEG: 3"
+if [ "$(stat -c %a "$tmp/site.key")" = 600 ]; then ok key_file_mode_600; else bad key_file_mode_600 "$(stat -c %a "$tmp/site.key")"; fi
+
+# 1 and 2 ranks: the same content, object by object (creation time aside).
+same=1
+for obj in /images /labels /masks /meta/case_id /meta/modality /meta/view /meta/source_digest \
+           /meta/pixel_spacing /meta/split /splits/train /splits/val /splits/test; do
+  if ! h5diff -q "$tmp/p1.h5" "$tmp/p2.h5" "$obj" "$obj" >/dev/null 2>&1; then same=0; bad "same_1_vs_2_ranks $obj" "differs"; fi
+done
+[ "$same" = 1 ] && ok same_content_1_vs_2_ranks
+d1=$(h5dump -a /input_digest "$tmp/p1.h5" | grep -o '"[0-9a-f]\{64\}"')
+d2=$(h5dump -a /input_digest "$tmp/p2.h5" | grep -o '"[0-9a-f]\{64\}"')
+if [ -n "$d1" ] && [ "$d1" = "$d2" ]; then ok same_input_digest; else bad same_input_digest "$d1 vs $d2"; fi
+
+# Privacy: no planted identifier anywhere in what pack wrote or printed.
+hits=$(grep -a -c -E "QZPHI|19230417" "$tmp/p1.h5" "$tmp/p2.h5" "$tmp/pack1.log" "$tmp/pack2.log" | awk -F: '{s += $2} END {print s}')
+planted=$(grep -a -c "QZPHI" "$first")
+if [ "$planted" -gt 0 ] && [ "$hits" = 0 ]; then ok no_phi_in_outputs; else bad no_phi_in_outputs "planted in input: $planted, found in outputs: $hits"; fi
+
+run info 0 "$tmp/info.log" -- "$medtrain" info "$tmp/p1.h5"
+expect_in info_labels "$tmp/info.log" "Effusion +[0-9]+/[0-9]+"
+expect_in info_masks "$tmp/info.log" "masks: 3 classes .*lung [0-9.]+%"
+expect_in info_splits "$tmp/info.log" "splits: train [0-9]+, val [0-9]+, test [0-9]+"
+
+if [ -n "$venv_python" ]; then
+  labels=$(head -n 1 "$cohort/labels.csv" | cut -d, -f2-)
+  run h5py_schema 0 "$tmp/h5py.log" -- "$venv_python" "$srcdir/check_pack_h5py.py" "$tmp/p2.h5" \
+    --labels "$labels" --masks background,lung,heart --n "$n_good" --size 64 --dtype u8
+fi
+
+# --strict: the first broken file ends the job on every rank; no pack, no temporary file.
+run strict 1 "$tmp/strict.log" -- "$mpiexec" -n 2 "$medtrain" pack "${common[@]}" --strict --out "$tmp/strict.h5"
+expect_in strict_names_file "$tmp/strict.log" "--strict: .*zz_broken/"
+if [ ! -e "$tmp/strict.h5" ] && [ ! -e "$tmp/strict.h5.tmp" ]; then ok strict_leaves_nothing; else bad strict_leaves_nothing "found $(ls "$tmp"/strict*)"; fi
+
+# A bad labels row: an error with the line number, on 2 ranks, no hang.
+cp "$cohort/labels.csv" "$tmp/bad.csv"
+sed -i '5s/,[01],/,maybe,/' "$tmp/bad.csv"
+run bad_labels 1 "$tmp/badlabels.log" -- "$mpiexec" -n 2 "$medtrain" pack --dicom "$cohort/dicom" --labels "$tmp/bad.csv" --size 64 --key-file "$tmp/site.key" --out "$tmp/bad.h5"
+expect_in bad_labels_line "$tmp/badlabels.log" "bad.csv:5: column '[A-Za-z]+': expected 1, 0, -1 or blank, found 'maybe'"
+
+run exists 2 "$tmp/exists.log" -- "$medtrain" pack "${common[@]}" --out "$tmp/p1.h5"
+expect_in exists_message "$tmp/exists.log" "already exists"
+
+# PNG images through a manifest (the masks serve as images here), u16 storage, padding.
+python3 - "$cohort" "$tmp/manifest.json" <<'PY'
+import json, os, sys
+cohort, out = sys.argv[1], sys.argv[2]
+masks = sorted(os.listdir(os.path.join(cohort, "masks")))[:6]
+entries = [{"image_path": os.path.join(cohort, "masks", m), "case_id": f"c{i // 2}", "modality": "CR",
+            "labels": {"Lung": 1, "Other": None if i % 3 == 0 else 0}} for i, m in enumerate(masks)]
+json.dump(entries, open(out, "w"))
+PY
+run manifest 0 "$tmp/manifest.log" -- "$mpiexec" -n 2 "$medtrain" pack --manifest "$tmp/manifest.json" --size 48 --dtype u16 --square pad --key-file "$tmp/site.key" --out "$tmp/m.h5"
+expect_in manifest_summary "$tmp/manifest.log" "packed 6 images"
+if [ -n "$venv_python" ]; then
+  run manifest_h5py 0 "$tmp/mh5py.log" -- "$venv_python" "$srcdir/check_pack_h5py.py" "$tmp/m.h5" --labels Lung,Other --n 6 --size 48 --dtype u16
+fi
+
+# Real third-party DICOM files: every file is packed or skipped with a stated reason.
+if [ -n "$pydicom_dir" ] && [ -d "$pydicom_dir" ]; then
+  n_files=$(find "$pydicom_dir" -name '*.dcm' | wc -l)
+  run pydicom_files 0 "$tmp/pyd.log" -- "$mpiexec" -n 2 "$medtrain" pack --dicom "$pydicom_dir" --size 64 --key-file "$tmp/site.key" --out "$tmp/pyd.h5"
+  packed=$(sed -n 's/^packed \([0-9]*\) images.*/\1/p' "$tmp/pyd.log")
+  skipped=$(grep -c "WARN  skipped" "$tmp/pyd.log")
+  if [ -n "$packed" ] && [ $((packed + skipped)) = "$n_files" ] && [ "$packed" -gt 20 ]; then
+    ok "pydicom_accounted ($packed packed, $skipped skipped with reasons, of $n_files)"
+  else
+    bad pydicom_accounted "packed=$packed skipped=$skipped files=$n_files"
+  fi
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
