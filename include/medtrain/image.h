@@ -26,8 +26,8 @@ mt_status mt_image_alloc(mt_image *img, int h, int w);
 void mt_image_free(mt_image *img);
 
 typedef struct mt_window_opts {
-    bool use_header;         /* use the header's window when it has one (default true) */
-    double pct_lo, pct_hi;   /* percentile fallback window, e.g. 0.5 and 99.5 */
+    bool use_header;       /* use the header's window when it has one (default true) */
+    double pct_lo, pct_hi; /* percentile fallback window, e.g. 0.5 and 99.5 */
 } mt_window_opts;
 
 /* Stored DICOM pixels -> display intensities in [0,1]:
