@@ -49,27 +49,27 @@ mt_augment mt_augment_defaults(void);
 
 typedef struct mt_loader_opts {
     mt_split split;
-    int batch;        /* per rank */
-    int size;         /* output images are size x size */
+    int batch; /* per rank */
+    int size;  /* output images are size x size */
     uint64_t seed;
-    bool shuffle;     /* false: positions in file order (evaluation) */
-    bool drop_last;   /* false: pad the last batch (weights 0) */
+    bool shuffle;   /* false: positions in file order (evaluation) */
+    bool drop_last; /* false: pad the last batch (weights 0) */
     mt_augment aug;
     mt_norm_mode norm;
-    float mean, std;  /* for MT_NORM_MEANSTD */
-    bool masks;       /* also deliver masks (the pack must have them) */
-    int prefetch;     /* batches read ahead (default 2 when 0) */
+    float mean, std; /* for MT_NORM_MEANSTD */
+    bool masks;      /* also deliver masks (the pack must have them) */
+    int prefetch;    /* batches read ahead (default 2 when 0) */
 } mt_loader_opts;
 
 typedef struct mt_batch {
-    int n;              /* batch size (always opts.batch) */
-    int n_valid;        /* images that are not padding */
+    int n;       /* batch size (always opts.batch) */
+    int n_valid; /* images that are not padding */
     int size;
-    float *images;      /* [n, size, size, 1] */
-    float *labels;      /* [n, n_labels], NaN = unknown */
-    uint8_t *masks;     /* [n, size, size] or NULL */
-    float *weights;     /* [n]: 1, or 0 for padding */
-    int64_t *indices;   /* [n]: pack image index */
+    float *images;       /* [n, size, size, 1] */
+    float *labels;       /* [n, n_labels], NaN = unknown */
+    uint8_t *masks;      /* [n, size, size] or NULL */
+    float *weights;      /* [n]: 1, or 0 for padding */
+    int64_t *indices;    /* [n]: pack image index */
     int64_t epoch, step; /* this batch's epoch and index within the epoch */
 } mt_batch;
 
