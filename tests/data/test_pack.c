@@ -120,6 +120,32 @@ static void test_round_trip(void) {
     mt_pack_close(p);
 }
 
+/* A damaged image chunk (one byte flipped on disk) fails to read, naming the row, instead of
+ * returning wrong pixels: image and mask chunks carry Fletcher-32 checksums. */
+static void test_corrupt_chunk_is_detected(void) {
+    if (mt_comm_rank(comm) != 0) return;
+    char path[512];
+    path_in(path, sizeof path, "rt.h5");
+    char *data;
+    size_t n;
+    MT_CHECK_OK(mt_file_read(path, &data, &n));
+    if (!data) return;
+    uint16_t want[4] = {pixel(3, 0), pixel(3, 1), pixel(3, 2), pixel(3, 3)};
+    char *at = memmem(data, n, want, sizeof want);
+    MT_CHECK(at != NULL, "image 3's pixels are in the file");
+    if (at) at[2] ^= 0x40;
+    path_in(path, sizeof path, "corrupt.h5");
+    MT_CHECK_OK(mt_file_write_atomic(path, data, n));
+    mt_free(data);
+    mt_pack *p = NULL;
+    MT_CHECK_OK(mt_pack_open(path, &p));
+    if (!p) return;
+    uint16_t px[30];
+    MT_CHECK_OK(mt_pack_read_image(p, 2, px));
+    MT_CHECK_FAILS(mt_pack_read_image(p, 3, px), MT_ERR_IO, "corrupt.h5", "/images row 3");
+    mt_pack_close(p);
+}
+
 static void test_u8_no_masks_and_empty_rounds(void) {
     char path[512];
     path_in(path, sizeof path, "u8.h5");
@@ -314,6 +340,7 @@ int main(int argc, char **argv) {
     }
     mt_comm_broadcast(comm, dir, sizeof dir, 0);
     MT_RUN(test_round_trip);
+    MT_RUN(test_corrupt_chunk_is_detected);
     MT_RUN(test_u8_no_masks_and_empty_rounds);
     MT_RUN(test_abandoned_pack_leaves_nothing);
     MT_RUN(test_refuses_non_packs);
