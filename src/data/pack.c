@@ -7,12 +7,15 @@
  * order within a round follows input order. The file is PATH.tmp until finish renames it.
  *
  * Reading opens the file on one rank with the default (POSIX) driver, no MPI involved: labels and
- * split lists are loaded at open, images, masks and metadata are read one row at a time. */
+ * split lists are loaded at open, images, masks and metadata are read one row at a time. The HDF5
+ * library is not thread-safe, so every reading call holds one process-wide lock: threads may use
+ * different packs (or one, in turn) safely. */
 #include "medtrain/pack.h"
 
 #include <hdf5.h>
 #include <math.h>
 #include <mpi.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -466,6 +469,8 @@ mt_status mt_pack_writer_finish(mt_pack_writer *w, bool ok, const char *extra_di
 
 /* ---- reading ----------------------------------------------------------------------------- */
 
+static pthread_mutex_t h5_lock = PTHREAD_MUTEX_INITIALIZER;
+
 struct mt_pack {
     char path[4096];
     hid_t file, dset[D_COUNT];
@@ -696,7 +701,31 @@ static mt_status open_checked(mt_pack *p) {
     return MT_OK;
 }
 
+static mt_status pack_open_locked(const char *path, mt_pack **out);
+static void pack_close_locked(mt_pack *p);
+static mt_status read_row_locked(mt_pack *p, int d, int64_t i, void *out);
+
 mt_status mt_pack_open(const char *path, mt_pack **out) {
+    pthread_mutex_lock(&h5_lock);
+    mt_status st = pack_open_locked(path, out);
+    pthread_mutex_unlock(&h5_lock);
+    return st;
+}
+
+void mt_pack_close(mt_pack *p) {
+    pthread_mutex_lock(&h5_lock);
+    pack_close_locked(p);
+    pthread_mutex_unlock(&h5_lock);
+}
+
+static mt_status read_row(mt_pack *p, int d, int64_t i, void *out) {
+    pthread_mutex_lock(&h5_lock);
+    mt_status st = read_row_locked(p, d, i, out);
+    pthread_mutex_unlock(&h5_lock);
+    return st;
+}
+
+static mt_status pack_open_locked(const char *path, mt_pack **out) {
     mt_h5_quiet();
     if (!mt_path_exists(path)) return mt_fail(MT_ERR_IO, "%s: no such pack", path);
     if (H5Fis_hdf5(path) <= 0) {
@@ -710,14 +739,14 @@ mt_status mt_pack_open(const char *path, mt_pack **out) {
     p->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     mt_status st = p->file < 0 ? mt_h5_fail(path, "open the pack") : open_checked(p);
     if (st != MT_OK) {
-        mt_pack_close(p);
+        pack_close_locked(p);
         return st;
     }
     *out = p;
     return MT_OK;
 }
 
-void mt_pack_close(mt_pack *p) {
+static void pack_close_locked(mt_pack *p) {
     if (!p) return;
     for (int d = 0; d < D_COUNT; d++)
         if (p->dset[d] >= 0) H5Dclose(p->dset[d]);
@@ -745,7 +774,7 @@ const int64_t *mt_pack_split(const mt_pack *p, mt_split s, int64_t *n) {
 }
 
 /* Reads row i of dataset d into out. */
-static mt_status read_row(mt_pack *p, int d, int64_t i, void *out) {
+static mt_status read_row_locked(mt_pack *p, int d, int64_t i, void *out) {
     if (i < 0 || i >= p->info.n)
         return mt_fail(MT_ERR_ARG, "%s: image %lld is out of range (the pack has %lld)", p->path,
                        (long long)i, (long long)p->info.n);
