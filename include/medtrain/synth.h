@@ -11,13 +11,16 @@
  * A cohort directory looks like:
  *     OUT/dicom/pat_0007/study_2/img_000123.dcm   (patients with one or more studies)
  *     OUT/masks/img_000123.png                    (8-bit, 0 background, 1 lung, 2 heart)
- *     OUT/labels.csv                              (path relative to OUT/dicom, one column a finding:
- *                                                  1, 0, -1 uncertain or blank unknown)
+ *     OUT/labels.csv                              (path relative to OUT/dicom, a column a finding)
+ * Labels are 1, 0, -1 (uncertain) or blank (unknown); the film always shows the truth.
+ *
  * Files vary as real archives do: 8/12/16 bits stored, MONOCHROME1 and 2, rescale slope and
  * intercept, window tags present or absent, non-square sizes, every transfer syntax in
- * mt_dicom_syntax. Every header carries distinctive fake PHI containing MT_SYNTH_PHI_MARK (patient
- * name and id, accession number, institution, physicians, a private tag) and the birth date
- * MT_SYNTH_PHI_BIRTH_DATE, so privacy tests can search outputs for them. Same seed, same bytes. */
+ * mt_dicom_syntax (deflate only for pixel data under 8 MB, which GDCM cannot exceed; a fixed
+ * size above that writes those films explicit-LE). Every header carries distinctive fake PHI
+ * containing MT_SYNTH_PHI_MARK (patient name and id, accession number, institution, physicians, a
+ * private tag) and the birth date MT_SYNTH_PHI_BIRTH_DATE, so privacy tests can search outputs for
+ * them. Same seed, same bytes, whatever the thread count. */
 #ifndef MEDTRAIN_SYNTH_H
 #define MEDTRAIN_SYNTH_H
 
@@ -30,31 +33,34 @@
 extern "C" {
 #endif
 
-#define MT_SYNTH_N_FINDINGS    6
-#define MT_SYNTH_PHI_MARK      "QZPHI"
+#define MT_SYNTH_N_FINDINGS     6
+#define MT_SYNTH_PHI_MARK       "QZPHI"
 #define MT_SYNTH_PHI_BIRTH_DATE "19230417"
 extern const char *const mt_synth_findings[MT_SYNTH_N_FINDINGS]; /* Effusion, ..., Nodule */
 
 enum { MT_SYNTH_BACKGROUND = 0, MT_SYNTH_LUNG = 1, MT_SYNTH_HEART = 2 };
 
-/* Renders one radiograph of h x w pixels: img gets intensities in [0,1] (1 = dense/white), mask
- * (h*w, may be NULL) the class of each pixel. findings[i] is 1 when finding i is present. The
- * anatomy (size, position, rotation, exposure) varies with (seed, index). */
+/* Renders one radiograph of h x w pixels (16..16384 each): img is allocated here (free it with
+ * mt_image_free) and gets intensities in [0,1] (1 = dense/white), mask (h*w, may be NULL) the class
+ * of each pixel. findings[i] is 1 when finding i is present (NULL: none). The anatomy (size,
+ * position, rotation, exposure) varies with (seed, index), and each finding's own placement does
+ * not depend on the other findings, so a film with and without one finding differs by it alone. */
 mt_status mt_synth_render(uint64_t seed, int64_t index, int h, int w,
-                          const uint8_t findings[MT_SYNTH_N_FINDINGS], mt_image *img, uint8_t *mask);
+                          const uint8_t findings[MT_SYNTH_N_FINDINGS], mt_image *img,
+                          uint8_t *mask);
 
 typedef struct mt_synth_opts {
     const char *out; /* directory; created; must not already hold a cohort */
     int64_t n;       /* images */
     int h, w;        /* fixed size, or 0,0 for sizes varying in 1000..3000 (non-square) */
     uint64_t seed;
-    int threads;     /* OpenMP threads for rendering and encoding */
+    int threads; /* OpenMP threads for rendering and encoding */
 } mt_synth_opts;
 
 typedef struct mt_synth_summary {
     int64_t images, patients, studies;
-    int64_t per_syntax[16];                   /* images per mt_dicom_syntax */
-    int64_t positives[MT_SYNTH_N_FINDINGS];   /* label 1 counts */
+    int64_t per_syntax[16];                 /* images per mt_dicom_syntax */
+    int64_t positives[MT_SYNTH_N_FINDINGS]; /* label 1 counts */
 } mt_synth_summary;
 
 mt_status mt_synth_cohort(const mt_synth_opts *opts, mt_synth_summary *summary);
