@@ -54,7 +54,10 @@ typedef struct mt_synth_opts {
     int64_t n;       /* images */
     int h, w;        /* fixed size, or 0,0 for sizes varying in 1000..3000 (non-square) */
     uint64_t seed;
-    int threads; /* OpenMP threads for rendering and encoding */
+    int threads;       /* OpenMP threads for rendering and encoding */
+    bool fixed_syntax; /* every file in `syntax` (benchmarks); else all syntaxes in turn */
+    mt_dicom_syntax syntax;
+    int bits; /* bits stored of every file (8, 12, 16), or 0 to vary */
 } mt_synth_opts;
 
 typedef struct mt_synth_summary {

@@ -23,7 +23,11 @@ void mt_cmd_synth_usage(FILE *out) {
             "  --size H,W     image size in pixels (default: each image 1000..3000 per side,\n"
             "                 non-square)\n"
             "  --seed S       random seed; the same seed writes the same bytes (default 1)\n"
-            "  --threads T    OpenMP threads (default: OMP_NUM_THREADS or all cores)\n",
+            "  --threads T    OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
+            "  --syntax NAME  write every file in one transfer syntax (implicit-le, explicit-le,\n"
+            "                 deflate, rle, jpeg-baseline, jpeg-lossless, jpeg-ls, jpeg2000);\n"
+            "                 default: all of them in turn\n"
+            "  --bits B       bits stored of every file: 8, 12 or 16 (default: varying)\n",
             MT_SYNTH_PHI_MARK, mt_synth_findings[0], mt_synth_findings[1], mt_synth_findings[2],
             mt_synth_findings[3], mt_synth_findings[4], mt_synth_findings[5]);
 }
@@ -57,7 +61,8 @@ mt_status mt_cmd_synth(mt_comm *comm, int argc, char **argv) {
     static const struct option opts[] = {
         {"out", required_argument, 0, 'o'},     {"n", required_argument, 0, 'n'},
         {"size", required_argument, 0, 's'},    {"seed", required_argument, 0, 'S'},
-        {"threads", required_argument, 0, 't'}, {0, 0, 0, 0}};
+        {"threads", required_argument, 0, 't'}, {"syntax", required_argument, 0, 'x'},
+        {"bits", required_argument, 0, 'b'},    {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
     int c;
@@ -94,6 +99,17 @@ mt_status mt_cmd_synth(mt_comm *comm, int argc, char **argv) {
                 return mt_cli_usage_error(mt_cmd_synth_usage, "--threads %s: expected 1..4096",
                                           optarg);
             o.threads = (int)v;
+            break;
+        case 'x':
+            if (mt_dicom_syntax_parse(optarg, &o.syntax) != MT_OK)
+                return mt_cli_usage_error(mt_cmd_synth_usage, "--syntax: %s", mt_error_message());
+            o.fixed_syntax = true;
+            break;
+        case 'b':
+            if (!parse_int(optarg, 8, 16, &v) || (v != 8 && v != 12 && v != 16))
+                return mt_cli_usage_error(mt_cmd_synth_usage, "--bits %s: expected 8, 12 or 16",
+                                          optarg);
+            o.bits = (int)v;
             break;
         default:
             return mt_cli_usage_error(mt_cmd_synth_usage, "synth: unknown option '%s'",

@@ -829,6 +829,7 @@ static void plan_file(uint64_t seed, const mt_synth_opts *o, synth_item *it) {
     }
     static const int bits[3] = {8, 12, 16};
     it->bits = it->syntax == MT_TS_JPEG_BASELINE ? 8 : bits[mt_rng_below(&r, 3)];
+    if (o->bits && it->syntax != MT_TS_JPEG_BASELINE) it->bits = o->bits;
     it->fullscale = it->bits == 8 ? 1.0 : 0.6 + 0.4 * mt_rng_uniform_f64(&r);
     it->mono1 = mt_rng_uniform(&r) < 0.3f;
     it->rescale = mt_rng_uniform(&r) < 0.4f;
@@ -894,7 +895,8 @@ static mt_status plan_cohort(const mt_synth_opts *o, synth_item **out, int64_t *
         mt_rng_init(&r, o->seed, S_PLAN_SYNTAX, (uint64_t)b);
         mt_rng_shuffle_i64(&r, perm, MT_TS_COUNT);
         for (int k = 0; k < MT_TS_COUNT && b * MT_TS_COUNT + k < n; k++)
-            items[b * MT_TS_COUNT + k].syntax = (mt_dicom_syntax)perm[k];
+            items[b * MT_TS_COUNT + k].syntax =
+                o->fixed_syntax ? o->syntax : (mt_dicom_syntax)perm[k];
     }
     for (i = 0; i < n; i++) {
         plan_file(o->seed, o, &items[i]);

@@ -484,9 +484,12 @@ static void test_cohort(void) {
     snprintf(b, sizeof b, "%s/b", tmp_root);
     snprintf(c, sizeof c, "%s/c", tmp_root);
     mt_synth_summary sa, sb, sc;
-    MT_CHECK_OK(mt_synth_cohort(&(mt_synth_opts){a, N, 256, 320, 7, 2}, &sa));
-    MT_CHECK_OK(mt_synth_cohort(&(mt_synth_opts){b, N, 256, 320, 7, 1}, &sb));
-    MT_CHECK_OK(mt_synth_cohort(&(mt_synth_opts){c, N, 256, 320, 8, 2}, &sc));
+    MT_CHECK_OK(mt_synth_cohort(
+        &(mt_synth_opts){.out = a, .n = N, .h = 256, .w = 320, .seed = 7, .threads = 2}, &sa));
+    MT_CHECK_OK(mt_synth_cohort(
+        &(mt_synth_opts){.out = b, .n = N, .h = 256, .w = 320, .seed = 7, .threads = 1}, &sb));
+    MT_CHECK_OK(mt_synth_cohort(
+        &(mt_synth_opts){.out = c, .n = N, .h = 256, .w = 320, .seed = 8, .threads = 2}, &sc));
     MT_CHECK(sa.images == N && sa.patients >= 1 && sa.patients <= sa.studies && sa.studies <= N);
     MT_CHECK(memcmp(&sa, &sb, sizeof sa) == 0, "summaries differ with the thread count");
     for (int k = 0; k < MT_TS_COUNT; k++)
@@ -494,8 +497,10 @@ static void test_cohort(void) {
                  mt_dicom_syntax_name((mt_dicom_syntax)k), (long long)sa.per_syntax[k]);
 
     /* running again into the same directory is refused */
-    MT_CHECK_FAILS(mt_synth_cohort(&(mt_synth_opts){a, N, 256, 320, 7, 2}, NULL), MT_ERR_ARG,
-                   "already holds a cohort");
+    MT_CHECK_FAILS(
+        mt_synth_cohort(
+            &(mt_synth_opts){.out = a, .n = N, .h = 256, .w = 320, .seed = 7, .threads = 2}, NULL),
+        MT_ERR_ARG, "already holds a cohort");
 
     csv_row rows[N + 1], rows_c[N + 1];
     int n = read_labels(a, rows, N), nc = read_labels(c, rows_c, N);
@@ -589,7 +594,8 @@ static void test_cohort_labels_have_both_classes(void) {
     char dir[128];
     snprintf(dir, sizeof dir, "%s/labels50", tmp_root);
     mt_synth_summary s;
-    MT_CHECK_OK(mt_synth_cohort(&(mt_synth_opts){dir, N, 48, 40, 3, 2}, &s));
+    MT_CHECK_OK(mt_synth_cohort(
+        &(mt_synth_opts){.out = dir, .n = N, .h = 48, .w = 40, .seed = 3, .threads = 2}, &s));
     csv_row rows[N + 1];
     if (read_labels(dir, rows, N) != N) return;
     for (int f = 0; f < MT_SYNTH_N_FINDINGS; f++) {
@@ -611,7 +617,8 @@ static void test_cohort_varying_sizes(void) {
     char dir[128], path[1024];
     snprintf(dir, sizeof dir, "%s/sizes", tmp_root);
     mt_synth_summary s;
-    MT_CHECK_OK(mt_synth_cohort(&(mt_synth_opts){dir, 2, 0, 0, 4, 2}, &s));
+    MT_CHECK_OK(mt_synth_cohort(
+        &(mt_synth_opts){.out = dir, .n = 2, .h = 0, .w = 0, .seed = 4, .threads = 2}, &s));
     csv_row rows[3];
     if (read_labels(dir, rows, 2) != 2) return;
     for (int i = 0; i < 2; i++) {
@@ -631,22 +638,60 @@ static void test_cohort_varying_sizes(void) {
     }
 }
 
+/* Benchmarks need one encoding throughout: a fixed syntax and bit depth apply to every file. */
+static void test_cohort_fixed_syntax_and_bits(void) {
+    char dir[128], path[1024];
+    snprintf(dir, sizeof dir, "%s/fixed", tmp_root);
+    mt_synth_summary s;
+    MT_CHECK_OK(mt_synth_cohort(&(mt_synth_opts){.out = dir,
+                                                 .n = 3,
+                                                 .h = 64,
+                                                 .w = 48,
+                                                 .seed = 5,
+                                                 .threads = 2,
+                                                 .fixed_syntax = true,
+                                                 .syntax = MT_TS_JPEG2000,
+                                                 .bits = 12},
+                                &s));
+    MT_CHECK(s.per_syntax[MT_TS_JPEG2000] == 3, "%lld of 3 in JPEG 2000",
+             (long long)s.per_syntax[MT_TS_JPEG2000]);
+    csv_row rows[4];
+    if (read_labels(dir, rows, 3) != 3) return;
+    for (int i = 0; i < 3; i++) {
+        mt_dicom_image d = {0};
+        snprintf(path, sizeof path, "%s/dicom/%s", dir, rows[i].path);
+        MT_CHECK_OK(mt_dicom_read_header(path, &d));
+        MT_CHECK(!strcmp(d.transfer_syntax_uid, mt_dicom_syntax_uid(MT_TS_JPEG2000)), "%s",
+                 d.transfer_syntax_uid);
+        MT_CHECK(d.bits_stored == 12, "bits stored %d", d.bits_stored);
+        mt_dicom_image_free(&d);
+    }
+}
+
 static void test_cohort_bad_options(void) {
     char dir[128];
     snprintf(dir, sizeof dir, "%s/bad", tmp_root);
-    MT_CHECK_FAILS(mt_synth_cohort(&(mt_synth_opts){dir, 0, 64, 64, 1, 1}, NULL), MT_ERR_ARG,
-                   "0 images");
-    MT_CHECK_FAILS(mt_synth_cohort(&(mt_synth_opts){dir, 4, 64, 0, 1, 1}, NULL), MT_ERR_ARG,
-                   "64x0");
-    MT_CHECK_FAILS(mt_synth_cohort(&(mt_synth_opts){NULL, 4, 64, 64, 1, 1}, NULL), MT_ERR_ARG,
-                   "output directory");
+    MT_CHECK_FAILS(
+        mt_synth_cohort(
+            &(mt_synth_opts){.out = dir, .n = 0, .h = 64, .w = 64, .seed = 1, .threads = 1}, NULL),
+        MT_ERR_ARG, "0 images");
+    MT_CHECK_FAILS(
+        mt_synth_cohort(
+            &(mt_synth_opts){.out = dir, .n = 4, .h = 64, .w = 0, .seed = 1, .threads = 1}, NULL),
+        MT_ERR_ARG, "64x0");
+    MT_CHECK_FAILS(
+        mt_synth_cohort(
+            &(mt_synth_opts){.out = NULL, .n = 4, .h = 64, .w = 64, .seed = 1, .threads = 1}, NULL),
+        MT_ERR_ARG, "output directory");
     MT_CHECK(!mt_path_exists(dir), "nothing created for bad options");
     /* an output path that is a file */
     char file[160];
     snprintf(file, sizeof file, "%s/plainfile", tmp_root);
     MT_CHECK_OK(mt_file_write_atomic(file, "x", 1));
-    MT_CHECK_FAILS(mt_synth_cohort(&(mt_synth_opts){file, 4, 64, 64, 1, 1}, NULL), MT_ERR_IO,
-                   "plainfile");
+    MT_CHECK_FAILS(
+        mt_synth_cohort(
+            &(mt_synth_opts){.out = file, .n = 4, .h = 64, .w = 64, .seed = 1, .threads = 1}, NULL),
+        MT_ERR_IO, "plainfile");
 }
 
 int main(void) {
@@ -662,6 +707,7 @@ int main(void) {
     MT_RUN(test_cohort);
     MT_RUN(test_cohort_labels_have_both_classes);
     MT_RUN(test_cohort_varying_sizes);
+    MT_RUN(test_cohort_fixed_syntax_and_bits);
     MT_RUN(test_cohort_bad_options);
     rm_rf(tmp_root);
     return mt_test_summary();
