@@ -53,6 +53,12 @@ mt_status mt_error_wrap(mt_status code, const char *fmt, ...) {
 const char *mt_error_message(void) {
     return message;
 }
+const char *mt_error_text(void) {
+    if (strncmp(message, "rank ", 5) != 0) return message;
+    const char *colon = strstr(message, ": ");
+    return colon ? colon + 2 : message;
+}
+
 void mt_error_clear(void) {
     message[0] = '\0';
 }
