@@ -141,6 +141,9 @@ static mt_status create_dataset(mt_pack_writer *w, int d) {
     hsize_t dims[3] = {0}, maxdims[3] = {H5S_UNLIMITED}, chunk[3] = {1};
     int nd = 1 + row_dims(d, &w->info, dims + 1);
     for (int i = 1; i < nd; i++) maxdims[i] = chunk[i] = dims[i];
+    /* A pack without labels still has /labels, [N,0]; HDF5 chunks cannot be 0 wide. */
+    for (int i = 1; i < nd; i++)
+        if (dims[i] == 0) maxdims[i] = H5S_UNLIMITED, chunk[i] = 1;
     /* One image per chunk for images and masks; small rows are chunked by the thousand. */
     if (d != D_IMAGES && d != D_MASKS) chunk[0] = 1024;
     hid_t space = H5Screate_simple(nd, dims, maxdims);
@@ -213,6 +216,8 @@ static mt_status write_rows(mt_pack_writer *w, int d, hsize_t total, hsize_t sta
     int nd = 1 + row_dims(d, &w->info, dims + 1);
     for (int i = 1; i < nd; i++) count[i] = dims[i];
     if (H5Dset_extent(w->dset[d], dims) < 0) return mt_h5_fail(w->tmp, "extend a dataset");
+    for (int i = 1; i < nd; i++)
+        if (dims[i] == 0) return MT_OK; /* rows of zero width: nothing to write */
     hid_t fspace = H5Dget_space(w->dset[d]);
     hid_t mspace = H5Screate_simple(nd, count, NULL);
     if (n == 0) {

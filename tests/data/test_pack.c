@@ -160,6 +160,28 @@ static void test_u8_no_masks_and_empty_rounds(void) {
     mt_pack_close(p);
 }
 
+/* A pack without labels (a folder of DICOMs and no labels CSV) has /labels [N,0]. */
+static void test_no_labels(void) {
+    char path[512];
+    path_in(path, sizeof path, "nolabels.h5");
+    mt_pack_spec spec = {4, 4, MT_U8, 0, NULL, 0, NULL, "t"};
+    mt_pack_writer *w = NULL;
+    MT_CHECK_OK(mt_pack_writer_create(comm, path, &spec, &w));
+    if (!w) return;
+    uint8_t px[16] = {1, 2, 3};
+    mt_pack_item it = {.pixels = px, .meta = {.case_id = "c"}};
+    MT_CHECK_OK(mt_pack_writer_append(w, &it, 1));
+    MT_CHECK_OK(mt_pack_writer_finish(w, true, NULL));
+    mt_pack *p = NULL;
+    MT_CHECK_OK(mt_pack_open(path, &p));
+    if (!p) return;
+    MT_CHECK(mt_pack_get_info(p)->n == mt_comm_world(comm) && mt_pack_get_info(p)->n_labels == 0);
+    uint8_t back[16];
+    MT_CHECK_OK(mt_pack_read_image(p, 0, back));
+    MT_CHECK(back[2] == 3);
+    mt_pack_close(p);
+}
+
 static void test_abandoned_pack_leaves_nothing(void) {
     char path[512], tmp[600];
     path_in(path, sizeof path, "abandoned.h5");
@@ -342,6 +364,7 @@ int main(int argc, char **argv) {
     MT_RUN(test_round_trip);
     MT_RUN(test_corrupt_chunk_is_detected);
     MT_RUN(test_u8_no_masks_and_empty_rounds);
+    MT_RUN(test_no_labels);
     MT_RUN(test_abandoned_pack_leaves_nothing);
     MT_RUN(test_refuses_non_packs);
     MT_RUN(test_labels_csv);

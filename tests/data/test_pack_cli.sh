@@ -74,7 +74,7 @@ if [ -n "$d1" ] && [ "$d1" = "$d2" ]; then ok same_input_digest; else bad same_i
 
 # Privacy: no planted identifier anywhere in what pack wrote or printed.
 hits=$(grep -a -c -E "QZPHI|19230417" "$tmp/p1.h5" "$tmp/p2.h5" "$tmp/pack1.log" "$tmp/pack2.log" | awk -F: '{s += $2} END {print s}')
-planted=$(grep -a -c "QZPHI" "$first")
+planted=$(grep -a -r -l "QZPHI" "$cohort/dicom" | wc -l) # (deflated files hide it from grep)
 if [ "$planted" -gt 0 ] && [ "$hits" = 0 ]; then ok no_phi_in_outputs; else bad no_phi_in_outputs "planted in input: $planted, found in outputs: $hits"; fi
 
 run info 0 "$tmp/info.log" -- "$medtrain" info "$tmp/p1.h5"
