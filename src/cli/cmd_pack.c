@@ -376,7 +376,7 @@ static mt_status process(job *j, const mt_source *src, work *w, bool *skipped) {
         }
         if (st == MT_OK) {
             st = mt_image_from_dicom(&d, &j->o.window, &img, NULL);
-            if (st != MT_OK) kind = SKIP_DECODE;
+            if (st != MT_OK) kind = SKIP_DECODE, mt_error_wrap(st, "%s: ", src->path);
         }
         if (st == MT_OK) {
             rows = d.rows, cols = d.cols;
@@ -402,7 +402,8 @@ static mt_status process(job *j, const mt_source *src, work *w, bool *skipped) {
     if (st == MT_OK) {
         st = mt_image_square(&img, j->o.square, 0.0f, &sq, &off_y, &off_x);
         if (st == MT_OK) st = mt_image_resize(&sq, j->o.size, j->o.size, &out);
-        if (st != MT_OK) kind = st == MT_ERR_NOMEM ? -1 : SKIP_DECODE;
+        if (st != MT_OK)
+            kind = st == MT_ERR_NOMEM ? -1 : SKIP_DECODE, mt_error_wrap(st, "%s: ", src->path);
     }
     if (st == MT_OK) {
         if (j->o.dtype == MT_U16)

@@ -59,6 +59,8 @@ run pack_2_ranks 0 "$tmp/pack2.log" -- "$mpiexec" -n 2 "$medtrain" pack "${commo
 expect_in pack_summary "$tmp/pack1.log" "packed $n_good images into .*skipped 3 of $((n_good + 3)) files"
 for f in notes.txt empty.dcm truncated.dcm; do expect_in "skip_line_$f" "$tmp/pack1.log" "WARN +skipped .*zz_broken/$f"; done
 expect_in skip_counts "$tmp/pack1.log" "skipped, unreadable or not DICOM/PNG/JPEG: 3"
+# Every skip line names its file (an absolute path), whatever stage failed.
+if grep "WARN  skipped" "$tmp/pack1.log" | grep -qv "skipped /"; then bad skip_lines_name_files "$(grep "WARN  skipped" "$tmp/pack1.log" | grep -v "skipped /")"; else ok skip_lines_name_files; fi
 if [ "$(stat -c %a "$tmp/site.key")" = 600 ]; then ok key_file_mode_600; else bad key_file_mode_600 "$(stat -c %a "$tmp/site.key")"; fi
 
 # 1 and 2 ranks: the same content, object by object (creation time aside).
@@ -123,6 +125,11 @@ if [ -n "$pydicom_dir" ] && [ -d "$pydicom_dir" ]; then
   run pydicom_files 0 "$tmp/pyd.log" -- "$mpiexec" -n 2 "$medtrain" pack --dicom "$pydicom_dir" --size 64 --key-file "$tmp/site.key" --out "$tmp/pyd.h5"
   packed=$(sed -n 's/^packed \([0-9]*\) images.*/\1/p' "$tmp/pyd.log")
   skipped=$(grep -c "WARN  skipped" "$tmp/pyd.log")
+  if grep "WARN  skipped" "$tmp/pyd.log" | grep -qv "skipped $pydicom_dir/"; then
+    bad pydicom_skip_lines_name_files "$(grep "WARN  skipped" "$tmp/pyd.log" | grep -v "skipped $pydicom_dir/")"
+  else
+    ok pydicom_skip_lines_name_files
+  fi
   if [ -n "$packed" ] && [ $((packed + skipped)) = "$n_files" ] && [ "$packed" -gt 20 ]; then
     ok "pydicom_accounted ($packed packed, $skipped skipped with reasons, of $n_files)"
   else
