@@ -119,6 +119,27 @@ if [ -n "$venv_python" ]; then
   run manifest_h5py 0 "$tmp/mh5py.log" -- "$venv_python" "$srcdir/check_pack_h5py.py" "$tmp/m.h5" --labels Lung,Other --n 6 --size 48 --dtype u16
 fi
 
+# Bad masks and images: a mask of the wrong size, an unreadable PNG in a manifest.
+cp -r "$cohort" "$tmp/cohort2"
+python3 - "$tmp/cohort2/masks/img_000001.png" "$tmp/broken.png" <<'PY'
+import struct, sys, zlib
+def png(path, w, h):
+    raw = b"".join(b"\0" + bytes(w) for _ in range(h))
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+png(sys.argv[1], 10, 10)
+open(sys.argv[2], "wb").write(open(sys.argv[1], "rb").read()[:40])  # cut inside IDAT
+PY
+run bad_mask 0 "$tmp/badmask.log" -- "$medtrain" pack --dicom "$tmp/cohort2/dicom" --labels "$tmp/cohort2/labels.csv" --masks "$tmp/cohort2/masks" --size 64 --key-file "$tmp/site.key" --out "$tmp/badmask.h5"
+expect_in bad_mask_line "$tmp/badmask.log" "skipped .*img_000001.png: mask is 10x10, the image 320x256"
+expect_in bad_mask_count "$tmp/badmask.log" "skipped, mask problem: 1"
+echo '[{"image_path": "'"$tmp"'/broken.png", "case_id": "x"}, {"image_path": "'"$cohort"'/masks/img_000002.png", "case_id": "y"}]' >"$tmp/broken.json"
+run bad_png 0 "$tmp/badpng.log" -- "$medtrain" pack --manifest "$tmp/broken.json" --size 32 --key-file "$tmp/site.key" --out "$tmp/badpng.h5"
+expect_in bad_png_line "$tmp/badpng.log" "skipped .*broken.png: "
+expect_in bad_png_summary "$tmp/badpng.log" "packed 1 images .*skipped 1 of 2 files"
+
 # Real third-party DICOM files: every file is packed or skipped with a stated reason.
 if [ -n "$pydicom_dir" ] && [ -d "$pydicom_dir" ]; then
   n_files=$(find "$pydicom_dir" -name '*.dcm' | wc -l)
