@@ -45,7 +45,9 @@ find_package(OpenSSL REQUIRED COMPONENTS Crypto)
 find_package(GDCM REQUIRED)
 add_library(medtrain_gdcm INTERFACE)
 target_include_directories(medtrain_gdcm INTERFACE ${GDCM_INCLUDE_DIRS})
-target_link_libraries(medtrain_gdcm INTERFACE gdcmMSFF gdcmDSED gdcmCommon)
+find_package(ZLIB REQUIRED)
+# dicom.cpp inflates/deflates data sets itself (GDCM's deflate writer aborts past 8 MiB).
+target_link_libraries(medtrain_gdcm INTERFACE gdcmMSFF gdcmDSED gdcmCommon ZLIB::ZLIB)
 
 find_package(PNG REQUIRED)
 find_package(JPEG REQUIRED)

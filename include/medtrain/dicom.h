@@ -42,8 +42,8 @@ typedef struct mt_dicom_image {
     bool has_spacing;          /* PixelSpacing, else ImagerPixelSpacing: mm per (row, column) */
     double pixel_spacing[2];
 
-    char modality[17];         /* CR, DX, CT, ... */
-    char view_position[17];    /* PA, AP, LL, ... */
+    char modality[17];      /* CR, DX, CT, ... */
+    char view_position[17]; /* PA, AP, LL, ... */
     char sop_class_uid[65];
     char transfer_syntax_uid[65];
     char transfer_syntax_name[64]; /* "JPEG 2000 Lossless", for reports (not identifying) */
@@ -69,14 +69,14 @@ bool mt_dicom_is_image_sop_class(const char *sop_class_uid);
 /* ---- writing (medtrain synth) ------------------------------------------------------------- */
 
 typedef enum mt_dicom_syntax {
-    MT_TS_IMPLICIT_LE,     /* 1.2.840.10008.1.2 */
-    MT_TS_EXPLICIT_LE,     /* 1.2.840.10008.1.2.1 */
-    MT_TS_DEFLATE,         /* 1.2.840.10008.1.2.1.99 */
-    MT_TS_RLE,             /* 1.2.840.10008.1.2.5 */
-    MT_TS_JPEG_BASELINE,   /* 1.2.840.10008.1.2.4.50, 8-bit lossy */
-    MT_TS_JPEG_LOSSLESS,   /* 1.2.840.10008.1.2.4.70, process 14 SV1 */
-    MT_TS_JPEG_LS,         /* 1.2.840.10008.1.2.4.80, lossless */
-    MT_TS_JPEG2000,        /* 1.2.840.10008.1.2.4.90, lossless */
+    MT_TS_IMPLICIT_LE,   /* 1.2.840.10008.1.2 */
+    MT_TS_EXPLICIT_LE,   /* 1.2.840.10008.1.2.1 */
+    MT_TS_DEFLATE,       /* 1.2.840.10008.1.2.1.99 */
+    MT_TS_RLE,           /* 1.2.840.10008.1.2.5 */
+    MT_TS_JPEG_BASELINE, /* 1.2.840.10008.1.2.4.50, 8-bit lossy */
+    MT_TS_JPEG_LOSSLESS, /* 1.2.840.10008.1.2.4.70, process 14 SV1 */
+    MT_TS_JPEG_LS,       /* 1.2.840.10008.1.2.4.80, lossless */
+    MT_TS_JPEG2000,      /* 1.2.840.10008.1.2.4.90, lossless */
     MT_TS_COUNT
 } mt_dicom_syntax;
 
@@ -108,9 +108,11 @@ mt_status mt_dicom_write(const char *path, const mt_dicom_write_spec *spec);
 
 /* Writes a de-identified copy of src to dst (atomically): attributes of the DICOM PS3.15 Basic
  * Application Level Confidentiality Profile removed or emptied, all private tags removed, and every
- * UID replaced by one derived from key (HMAC-SHA256 of the UID, as "2.25.<decimal>"), so the same
- * UID maps to the same new UID across files and runs with the same key. Patient ID is replaced by
- * the hex HMAC of the patient ID. Pixel data are copied unchanged. */
+ * instance UID (study, series, SOP instance, frame of reference, ...; not SOP class or transfer
+ * syntax UIDs) replaced by one derived from key (the first 16 bytes of HMAC-SHA256 of the UID, as
+ * "2.25.<decimal>"), so the same UID maps to the same new UID across files and runs with the same
+ * key. Patient ID is replaced by the first 16 hex digits of the HMAC of the patient ID. Pixel data
+ * are copied unchanged. key_n is at least 16. */
 mt_status mt_dicom_anonymize(const char *src, const char *dst, const uint8_t *key, size_t key_n);
 
 #ifdef __cplusplus
