@@ -9,6 +9,7 @@
  * header value is logged or stored. */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
@@ -303,6 +304,25 @@ static mt_split split_of(const job *j, const uint8_t h[MT_SHA256_BYTES]) {
 
 /* ---- one file ----------------------------------------------------------------------------- */
 
+/* Decoder libraries (GDCM is built with assertions on) may abort on a damaged file that slipped
+ * past our checks. Then the last words name the file, so the user can move it aside. */
+static const char *volatile current_file;
+
+static void on_crash(int sig) {
+    const char *f = current_file;
+    static const char a[] = "medtrain pack: crashed while reading ",
+                      b[] = "\n  (a damaged file the decoder library could not handle: move it "
+                            "aside and run again)\n";
+    if (f) {
+        ssize_t r = write(STDERR_FILENO, a, sizeof a - 1);
+        r = write(STDERR_FILENO, f, strlen(f));
+        r = write(STDERR_FILENO, b, sizeof b - 1);
+        (void)r;
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 typedef struct work {
     void *pixels;
     float *labels;
@@ -475,13 +495,18 @@ static mt_status run_rounds(job *j, mt_pack_writer *wr) {
     int64_t per_round = (int64_t)B * world, rounds = (j->src.n + per_round - 1) / per_round;
     mt_progress prog;
     mt_progress_begin(&prog, "pack", j->src.n, "file");
+    signal(SIGABRT, on_crash);
+    signal(SIGSEGV, on_crash);
+    signal(SIGBUS, on_crash);
     for (int64_t r = 0; st == MT_OK && r < rounds; r++) {
         int n = 0;
         for (int b = 0; st == MT_OK && b < B; b++) {
             int64_t i = r * per_round + (int64_t)rank * B + b;
             if (i >= j->src.n) break;
             bool skipped;
+            current_file = j->src.items[i].path;
             st = process(j, &j->src.items[i], &w[n], &skipped);
+            current_file = NULL;
             if (st == MT_OK && !skipped) {
                 items[n] = (mt_pack_item){w[n].pixels, w[n].labels, w[n].mask, w[n].meta};
                 n++;
