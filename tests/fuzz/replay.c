@@ -59,13 +59,15 @@ static size_t mutate(mt_rng *r, const uint8_t *in, size_t n, uint8_t *out, size_
             memmove(out + pos + tl, out + pos, len - pos);
             memcpy(out + pos, t, tl);
             len += tl;
-        } else if (len) { /* duplicate a slice */
+        } else if (len) { /* duplicate a slice (copied aside: it may overlap its new place) */
             uint32_t a = mt_rng_below(r, (uint32_t)len),
                      b = a + mt_rng_below(r, (uint32_t)(len - a) + 1);
             size_t sl = b - a;
-            if (len + sl > cap) continue;
+            static uint8_t slice[1 << 16];
+            if (len + sl > cap || sl > sizeof slice) continue;
+            memcpy(slice, out + a, sl);
             memmove(out + pos + sl, out + pos, len - pos);
-            memcpy(out + pos, out + (a < pos ? a : a + sl), sl);
+            memcpy(out + pos, slice, sl);
             len += sl;
         }
     }
