@@ -16,4 +16,4 @@ OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 mpirun -np 2 "$build/bench/bench_allred
 echo "== loader (1 reader thread) =="
 OMP_NUM_THREADS=1 "$build/bench/bench_loader"
 echo "== pack: 2048x2048 16-bit films, 1 vs 2 ranks =="
-bench/bench_pack.sh "$build" 32
+bench/bench_pack.sh "$build" 48
