@@ -39,12 +39,14 @@ build_pkgs=(
   "libssl-dev|openssl|SHA-256 and HMAC"
   "libpng-dev|libpng|PNG images and masks"
   "libjpeg-dev|libjpeg-turbo|JPEG images"
+  "zlib1g-dev|zlib|deflated DICOM data sets"
 )
 test_pkgs=(
   "slurm-wlm|slurm|a real single-node Slurm for the Slurm tests"
   "munge|munge|Slurm authentication"
   "hdf5-tools|hdf5|h5dump for pack tests"
   "python3-venv|python|virtual environments for oracle scripts"
+  "python3-pip|py-pip|fetching test data and oracle packages from PyPI"
 )
 
 pkgs=("${build_pkgs[@]}")
