@@ -83,6 +83,99 @@ mt_status mt_embedding_bwd(mt_ctx *ctx, const mt_tensor *ids, const mt_tensor *d
 /* Converts between dtypes (same element count): f32 <-> bf16/f16, and u8/u16/i32 -> f32. */
 mt_status mt_cast(mt_ctx *ctx, const mt_tensor *src, mt_tensor *dst);
 
+/* ---- convolution and normalisation layers (NHWC) ------------------------------------------- */
+
+/* 2-D convolution geometry. Output size P = (H + 2*pad_h - dil_h*(R-1) - 1) / stride_h + 1 (and Q
+ * likewise), as PyTorch's Conv2d. groups divides C and K. */
+typedef struct mt_conv2d_params {
+    int stride_h, stride_w;
+    int pad_h, pad_w;
+    int dil_h, dil_w;
+    int groups;
+} mt_conv2d_params;
+
+/* x (N,H,W,C), w (K,R,S,C/groups) ("KRSC": torchvision's (K,C,R,S) with C moved last), bias (K)
+ * or NULL, y (N,P,Q,K). y = conv(x, w) + bias. */
+mt_status mt_conv2d_fwd(mt_ctx *ctx, const mt_conv2d_params *p, const mt_tensor *x,
+                        const mt_tensor *w, const mt_tensor *bias, mt_tensor *y);
+/* dx (N,H,W,C) = the gradient of x for dy (N,P,Q,K); dx is overwritten. */
+mt_status mt_conv2d_bwd_data(mt_ctx *ctx, const mt_conv2d_params *p, const mt_tensor *dy,
+                             const mt_tensor *w, mt_tensor *dx);
+/* dw (K,R,S,C/groups) += the gradient of w; dbias (K) += sum of dy over N,P,Q when not NULL.
+ * Accumulates, so that micro-batches add into one flat gradient buffer. */
+mt_status mt_conv2d_bwd_filter(mt_ctx *ctx, const mt_conv2d_params *p, const mt_tensor *x,
+                               const mt_tensor *dy, mt_tensor *dw, mt_tensor *dbias);
+
+/* Batch norm over x viewed as (rows, C): NHWC feature maps are (N*H*W, C).
+ * Training: mt_bn_stats gives the batch mean and biased variance per channel (SyncBN combines
+ * them across ranks before applying); evaluation passes the running statistics instead.
+ * y = (x - mean) / sqrt(var + eps) * gamma + beta. y may alias x. */
+mt_status mt_bn_stats(mt_ctx *ctx, const mt_tensor *x, mt_tensor *mean, mt_tensor *var);
+mt_status mt_bn_fwd(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *mean, const mt_tensor *var,
+                    float eps, const mt_tensor *gamma, const mt_tensor *beta, mt_tensor *y);
+/* Per channel: sum_dy = sum(dy), sum_dy_xhat = sum(dy * xhat), xhat = (x - mean)/sqrt(var+eps).
+ * These are also beta's and gamma's gradients. SyncBN all-reduces them before mt_bn_bwd. */
+mt_status mt_bn_bwd_reduce(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *dy,
+                           const mt_tensor *mean, const mt_tensor *var, float eps,
+                           mt_tensor *sum_dy, mt_tensor *sum_dy_xhat);
+/* dx = gamma * invstd * (dy - sum_dy/count - xhat * sum_dy_xhat/count) when batch_stats (count is
+ * the number of rows the statistics covered, on all ranks for SyncBN), or gamma * invstd * dy when
+ * the statistics were fixed (eval-mode BN). dx is overwritten and may alias dy. */
+mt_status mt_bn_bwd(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *dy, const mt_tensor *mean,
+                    const mt_tensor *var, float eps, const mt_tensor *gamma,
+                    const mt_tensor *sum_dy, const mt_tensor *sum_dy_xhat, double count,
+                    bool batch_stats, mt_tensor *dx);
+
+/* Pooling over H and W of (N,H,W,C), PyTorch's MaxPool2d/AvgPool2d semantics (ceil_mode; for
+ * average, count_include_pad). Padding never wins a max. Global average pooling is an average
+ * pool whose window is the whole map. */
+typedef struct mt_pool2d_params {
+    int kh, kw;
+    int stride_h, stride_w;
+    int pad_h, pad_w;
+    bool ceil_mode;
+    bool count_include_pad;
+} mt_pool2d_params;
+/* argmax (N,P,Q,C) i32 receives each window's winning position (h*W + w) for the backward. */
+mt_status mt_maxpool2d_fwd(mt_ctx *ctx, const mt_pool2d_params *p, const mt_tensor *x,
+                           mt_tensor *y, mt_tensor *argmax);
+mt_status mt_maxpool2d_bwd(mt_ctx *ctx, const mt_pool2d_params *p, const mt_tensor *argmax,
+                           const mt_tensor *dy, mt_tensor *dx); /* dx overwritten */
+mt_status mt_avgpool2d_fwd(mt_ctx *ctx, const mt_pool2d_params *p, const mt_tensor *x,
+                           mt_tensor *y);
+mt_status mt_avgpool2d_bwd(mt_ctx *ctx, const mt_pool2d_params *p, const mt_tensor *dy,
+                           mt_tensor *dx); /* dx overwritten */
+
+/* Dropout: keeps each element with probability 1-p and scales kept ones by 1/(1-p). The mask (u8,
+ * x's shape) comes from Philox keyed by (seed, stream) and counted by element index + offset, so
+ * it does not depend on threads or backend. The backward is dx = dy * mask / (1-p). */
+mt_status mt_dropout_fwd(mt_ctx *ctx, float p, uint64_t seed, uint64_t stream, uint64_t offset,
+                         const mt_tensor *x, mt_tensor *y, mt_tensor *mask);
+mt_status mt_dropout_bwd(mt_ctx *ctx, float p, const mt_tensor *mask, const mt_tensor *dy,
+                         mt_tensor *dx);
+
+/* Concatenation along the last dim (channels in NHWC). src (rows, Cs) and dst (rows, Cd) have the
+ * same leading dims. put: dst[..., off:off+Cs] = src. get: out = beta*out + src[..., off:off+Co]
+ * (beta 0 or 1: the backward of a concatenation adds into each input's gradient). */
+mt_status mt_channels_put(mt_ctx *ctx, const mt_tensor *src, int64_t offset, mt_tensor *dst);
+mt_status mt_channels_get(mt_ctx *ctx, const mt_tensor *src, int64_t offset, float beta,
+                          mt_tensor *out);
+
+/* ---- optimizer steps on one parameter's slice of the flat buffers --------------------------- */
+
+/* torch.optim.SGD for one step: g' = g + wd*p; buf = momentum*buf + (1-dampening)*g' (buf = g' on
+ * the first step); g' = nesterov ? g' + momentum*buf : buf (when momentum > 0); p -= lr * g'. */
+mt_status mt_sgd_step(mt_ctx *ctx, mt_tensor *param, const mt_tensor *grad, mt_tensor *momentum_buf,
+                      float lr, float momentum, float dampening, float weight_decay, bool nesterov,
+                      bool first_step);
+/* torch.optim.AdamW (amsgrad off) for step t >= 1: p *= 1 - lr*wd; m = b1*m + (1-b1)*g;
+ * v = b2*v + (1-b2)*g^2; p -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps). */
+mt_status mt_adamw_step(mt_ctx *ctx, mt_tensor *param, const mt_tensor *grad, mt_tensor *m,
+                        mt_tensor *v, float lr, float beta1, float beta2, float eps,
+                        float weight_decay, int64_t t);
+/* out (1 element, f32) += sum of x^2 (accumulated in double on the CPU): global-norm clipping. */
+mt_status mt_sumsq(mt_ctx *ctx, const mt_tensor *x, mt_tensor *out);
+
 /* The op registry, for tests and `medtrain doctor`: which ops each backend implements. */
 int mt_op_count(void);
 const char *mt_op_name(int i);
