@@ -93,6 +93,10 @@ typedef struct mt_conv2d_params {
     int dil_h, dil_w;
     int groups;
 } mt_conv2d_params;
+/* One output dim of a convolution (in, kernel k) or a pooling, as the ops compute it; a result
+ * below 1 means the geometry gives no output, which the ops reject. */
+int64_t mt_conv2d_out_dim(int64_t in, int64_t k, int stride, int pad, int dil);
+int64_t mt_pool2d_out_dim(int64_t in, int k, int stride, int pad, bool ceil_mode);
 
 /* x (N,H,W,C), w (K,R,S,C/groups) ("KRSC": torchvision's (K,C,R,S) with C moved last), bias (K)
  * or NULL, y (N,P,Q,K). y = conv(x, w) + bias. */
@@ -109,7 +113,10 @@ mt_status mt_conv2d_bwd_filter(mt_ctx *ctx, const mt_conv2d_params *p, const mt_
 /* Batch norm over x viewed as (rows, C): NHWC feature maps are (N*H*W, C).
  * Training: mt_bn_stats gives the batch mean and biased variance per channel (SyncBN combines
  * them across ranks before applying); evaluation passes the running statistics instead.
- * y = (x - mean) / sqrt(var + eps) * gamma + beta. y may alias x. */
+ * y = (x - mean) / sqrt(var + eps) * gamma + beta. y may alias x. mean, var, gamma, beta are (C);
+ * gamma and beta may be NULL (1 and 0: BatchNorm2d(affine=False)). Per-channel sums run over a
+ * fixed split of the rows (f32 within blocks of 16 rows, double across them), so results do not
+ * depend on the thread count. */
 mt_status mt_bn_stats(mt_ctx *ctx, const mt_tensor *x, mt_tensor *mean, mt_tensor *var);
 mt_status mt_bn_fwd(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *mean, const mt_tensor *var,
                     float eps, const mt_tensor *gamma, const mt_tensor *beta, mt_tensor *y);
@@ -120,7 +127,8 @@ mt_status mt_bn_bwd_reduce(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *dy,
                            mt_tensor *sum_dy, mt_tensor *sum_dy_xhat);
 /* dx = gamma * invstd * (dy - sum_dy/count - xhat * sum_dy_xhat/count) when batch_stats (count is
  * the number of rows the statistics covered, on all ranks for SyncBN), or gamma * invstd * dy when
- * the statistics were fixed (eval-mode BN). dx is overwritten and may alias dy. */
+ * the statistics were fixed (eval-mode BN; sum_dy and sum_dy_xhat are then unused and may be
+ * NULL). dx is overwritten and may alias dy. */
 mt_status mt_bn_bwd(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *dy, const mt_tensor *mean,
                     const mt_tensor *var, float eps, const mt_tensor *gamma,
                     const mt_tensor *sum_dy, const mt_tensor *sum_dy_xhat, double count,
@@ -137,8 +145,8 @@ typedef struct mt_pool2d_params {
     bool count_include_pad;
 } mt_pool2d_params;
 /* argmax (N,P,Q,C) i32 receives each window's winning position (h*W + w) for the backward. */
-mt_status mt_maxpool2d_fwd(mt_ctx *ctx, const mt_pool2d_params *p, const mt_tensor *x,
-                           mt_tensor *y, mt_tensor *argmax);
+mt_status mt_maxpool2d_fwd(mt_ctx *ctx, const mt_pool2d_params *p, const mt_tensor *x, mt_tensor *y,
+                           mt_tensor *argmax);
 mt_status mt_maxpool2d_bwd(mt_ctx *ctx, const mt_pool2d_params *p, const mt_tensor *argmax,
                            const mt_tensor *dy, mt_tensor *dx); /* dx overwritten */
 mt_status mt_avgpool2d_fwd(mt_ctx *ctx, const mt_pool2d_params *p, const mt_tensor *x,
@@ -164,7 +172,8 @@ mt_status mt_channels_get(mt_ctx *ctx, const mt_tensor *src, int64_t offset, flo
 /* ---- optimizer steps on one parameter's slice of the flat buffers --------------------------- */
 
 /* torch.optim.SGD for one step: g' = g + wd*p; buf = momentum*buf + (1-dampening)*g' (buf = g' on
- * the first step); g' = nesterov ? g' + momentum*buf : buf (when momentum > 0); p -= lr * g'. */
+ * the first step); g' = nesterov ? g' + momentum*buf : buf (when momentum > 0); p -= lr * g'.
+ * momentum_buf may be NULL when momentum is 0. nesterov needs momentum > 0 and dampening 0. */
 mt_status mt_sgd_step(mt_ctx *ctx, mt_tensor *param, const mt_tensor *grad, mt_tensor *momentum_buf,
                       float lr, float momentum, float dampening, float weight_decay, bool nesterov,
                       bool first_step);

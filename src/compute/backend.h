@@ -24,6 +24,23 @@ typedef struct mt_gemm_desc {
     int64_t stride_a, stride_b, stride_c; /* elements between batch items; 0 = shared */
 } mt_gemm_desc;
 
+/* A convolution with its geometry resolved and checked by ops.c: x (n,h,w,c), w (k,r,s,c/groups),
+ * y (n,p,q,k). The same description serves the forward and both backwards. */
+typedef struct mt_conv2d_desc {
+    int64_t n, h, w, c; /* input */
+    int64_t k, r, s;    /* filters and kernel */
+    int64_t p, q;       /* output height and width */
+    int stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups;
+} mt_conv2d_desc;
+
+/* A pooling with its geometry resolved by ops.c (ceil_mode is folded into p and q): x (n,h,w,c),
+ * y (n,p,q,c). */
+typedef struct mt_pool2d_desc {
+    int64_t n, h, w, c, p, q;
+    int kh, kw, stride_h, stride_w, pad_h, pad_w;
+    bool count_include_pad;
+} mt_pool2d_desc;
+
 struct mt_backend {
     const char *name;
     mt_device device;
@@ -66,9 +83,54 @@ struct mt_backend {
     mt_status (*embedding_bwd)(mt_ctx *ctx, const mt_tensor *ids, const mt_tensor *dout,
                                mt_tensor *dtable);
     mt_status (*cast)(mt_ctx *ctx, const mt_tensor *src, mt_tensor *dst);
+    /* layers (NHWC) */
+    mt_status (*conv2d_fwd)(mt_ctx *ctx, const mt_conv2d_desc *d, const mt_tensor *x,
+                            const mt_tensor *w, const mt_tensor *bias, mt_tensor *y);
+    mt_status (*conv2d_bwd_data)(mt_ctx *ctx, const mt_conv2d_desc *d, const mt_tensor *dy,
+                                 const mt_tensor *w, mt_tensor *dx);
+    mt_status (*conv2d_bwd_filter)(mt_ctx *ctx, const mt_conv2d_desc *d, const mt_tensor *x,
+                                   const mt_tensor *dy, mt_tensor *dw, mt_tensor *dbias);
+    mt_status (*bn_stats)(mt_ctx *ctx, const mt_tensor *x, mt_tensor *mean, mt_tensor *var);
+    mt_status (*bn_fwd)(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *mean,
+                        const mt_tensor *var, float eps, const mt_tensor *gamma,
+                        const mt_tensor *beta, mt_tensor *y);
+    mt_status (*bn_bwd_reduce)(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *dy,
+                               const mt_tensor *mean, const mt_tensor *var, float eps,
+                               mt_tensor *sum_dy, mt_tensor *sum_dy_xhat);
+    mt_status (*bn_bwd)(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *dy, const mt_tensor *mean,
+                        const mt_tensor *var, float eps, const mt_tensor *gamma,
+                        const mt_tensor *sum_dy, const mt_tensor *sum_dy_xhat, double count,
+                        bool batch_stats, mt_tensor *dx);
+    mt_status (*maxpool2d_fwd)(mt_ctx *ctx, const mt_pool2d_desc *d, const mt_tensor *x,
+                               mt_tensor *y, mt_tensor *argmax);
+    mt_status (*maxpool2d_bwd)(mt_ctx *ctx, const mt_pool2d_desc *d, const mt_tensor *argmax,
+                               const mt_tensor *dy, mt_tensor *dx);
+    mt_status (*avgpool2d_fwd)(mt_ctx *ctx, const mt_pool2d_desc *d, const mt_tensor *x,
+                               mt_tensor *y);
+    mt_status (*avgpool2d_bwd)(mt_ctx *ctx, const mt_pool2d_desc *d, const mt_tensor *dy,
+                               mt_tensor *dx);
+    mt_status (*dropout_fwd)(mt_ctx *ctx, float p, uint64_t seed, uint64_t stream, uint64_t offset,
+                             const mt_tensor *x, mt_tensor *y, mt_tensor *mask);
+    mt_status (*dropout_bwd)(mt_ctx *ctx, float p, const mt_tensor *mask, const mt_tensor *dy,
+                             mt_tensor *dx);
+    /* src (rows, cs) into dst (rows, cd) at column offset, or out (rows, co) from src at offset */
+    mt_status (*channels_put)(mt_ctx *ctx, const mt_tensor *src, int64_t offset, mt_tensor *dst);
+    mt_status (*channels_get)(mt_ctx *ctx, const mt_tensor *src, int64_t offset, float beta,
+                              mt_tensor *out);
+    /* optimizer steps */
+    mt_status (*sgd_step)(mt_ctx *ctx, mt_tensor *param, const mt_tensor *grad,
+                          mt_tensor *momentum_buf, float lr, float momentum, float dampening,
+                          float weight_decay, bool nesterov, bool first_step);
+    mt_status (*adamw_step)(mt_ctx *ctx, mt_tensor *param, const mt_tensor *grad, mt_tensor *m,
+                            mt_tensor *v, float lr, float beta1, float beta2, float eps,
+                            float weight_decay, int64_t t);
+    mt_status (*sumsq)(mt_ctx *ctx, const mt_tensor *x, mt_tensor *out);
 };
 
 extern const mt_backend mt_cpu_backend;
+/* For tests and benchmarks: the CPU convolutions' im2col buffer size per chunk (0 restores the
+ * default). Tiny values force many chunks, which exercises chunk boundaries on small shapes. */
+void mt_cpu_conv_set_chunk_bytes(size_t bytes);
 #ifdef MEDTRAIN_HAVE_CUDA
 extern const mt_backend mt_cuda_backend;
 bool mt_cuda_device_present(void);

@@ -8,7 +8,9 @@
  * Backends never see an empty output: ops with nothing to compute return here (a loss over no rows
  * is zeroed through mt_tensor_zero). */
 #include <inttypes.h>
+#include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include "backend.h"
 
 #define DESC_MAX 96
@@ -459,4 +461,563 @@ mt_status mt_cast(mt_ctx *ctx, const mt_tensor *src, mt_tensor *dst) {
     MT_TRY(check_alias(op, "dst", dst, "src", src, false));
     if (mt_tensor_numel(src) == 0) return MT_OK;
     return DISPATCH(cast, src, dst);
+}
+
+/* ---- geometry -------------------------------------------------------------------------------- */
+
+/* Floor division (C's / truncates towards zero; a negative numerator must round down). */
+static int64_t div_floor(int64_t a, int64_t b) {
+    return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
+int64_t mt_conv2d_out_dim(int64_t in, int64_t k, int stride, int pad, int dil) {
+    if (stride < 1 || dil < 1 || pad < 0 || k < 1) return 0;
+    int64_t span = in + 2 * (int64_t)pad - (int64_t)dil * (k - 1) - 1;
+    return span < 0 ? 0 : span / stride + 1;
+}
+
+/* PyTorch's pooling_output_shape: with ceil_mode the last window may hang over the end, but must
+ * start inside the input or its left padding. */
+int64_t mt_pool2d_out_dim(int64_t in, int k, int stride, int pad, bool ceil_mode) {
+    if (stride < 1 || k < 1 || pad < 0) return 0;
+    int64_t out =
+        div_floor(in + 2 * (int64_t)pad - (k - 1) - 1 + (ceil_mode ? stride - 1 : 0), stride) + 1;
+    if (ceil_mode && out > 0 && (out - 1) * stride >= in + pad) out--;
+    return out;
+}
+
+/* t is a 4-D NHWC tensor of dtype (messages call it role). */
+static mt_status check_nhwc(const char *op, const char *role, const mt_ctx *ctx, const mt_tensor *t,
+                            mt_dtype dtype) {
+    return check_tensor(op, role, ctx, t, dtype, 4, 4);
+}
+
+/* t has exactly the given shape (a description of what it should be is in the message). */
+static mt_status check_shape_is(const char *op, const char *role, const mt_tensor *t, int ndim,
+                                const int64_t *shape, const char *from) {
+    mt_tensor want = mt_tensor_view(NULL, t->dtype, t->device, ndim, shape);
+    if (!mt_tensor_same_shape(t, &want))
+        return mt_fail(MT_ERR_SHAPE, "%s: %s %s: expected %s%s", op, role, D(t), D(&want), from);
+    return MT_OK;
+}
+
+/* ---- convolution ----------------------------------------------------------------------------- */
+
+/* Resolves and checks the geometry of a convolution from the input-shaped tensor x (the input, or
+ * its gradient: role names it) and the filters w. */
+static mt_status conv_geometry(const char *op, const mt_conv2d_params *p, const char *xrole,
+                               const mt_tensor *x, const char *wrole, const mt_tensor *w,
+                               mt_conv2d_desc *d) {
+    if (!p) return mt_fail(MT_ERR_ARG, "%s: params is NULL", op);
+    if (p->stride_h < 1 || p->stride_w < 1)
+        return mt_fail(MT_ERR_ARG, "%s: stride %dx%d: expected at least 1", op, p->stride_h,
+                       p->stride_w);
+    if (p->dil_h < 1 || p->dil_w < 1)
+        return mt_fail(MT_ERR_ARG, "%s: dilation %dx%d: expected at least 1", op, p->dil_h,
+                       p->dil_w);
+    if (p->pad_h < 0 || p->pad_w < 0)
+        return mt_fail(MT_ERR_ARG, "%s: padding %dx%d: expected at least 0", op, p->pad_h,
+                       p->pad_w);
+    if (p->groups < 1)
+        return mt_fail(MT_ERR_ARG, "%s: groups %d: expected at least 1", op, p->groups);
+    *d = (mt_conv2d_desc){.n = x->shape[0],
+                          .h = x->shape[1],
+                          .w = x->shape[2],
+                          .c = x->shape[3],
+                          .k = w->shape[0],
+                          .r = w->shape[1],
+                          .s = w->shape[2],
+                          .stride_h = p->stride_h,
+                          .stride_w = p->stride_w,
+                          .pad_h = p->pad_h,
+                          .pad_w = p->pad_w,
+                          .dil_h = p->dil_h,
+                          .dil_w = p->dil_w,
+                          .groups = p->groups};
+    if (d->c < 1) return mt_fail(MT_ERR_SHAPE, "%s: %s %s: no channels", op, xrole, D(x));
+    if (d->r < 1 || d->s < 1)
+        return mt_fail(MT_ERR_SHAPE, "%s: %s %s: empty kernel", op, wrole, D(w));
+    if (d->c % p->groups)
+        return mt_fail(MT_ERR_SHAPE,
+                       "%s: %s %s: groups %d does not divide its %" PRId64 " channels", op, xrole,
+                       D(x), p->groups, d->c);
+    if (d->k % p->groups)
+        return mt_fail(MT_ERR_SHAPE, "%s: %s %s: groups %d does not divide its %" PRId64 " filters",
+                       op, wrole, D(w), p->groups, d->k);
+    if (w->shape[3] != d->c / p->groups)
+        return mt_fail(MT_ERR_SHAPE,
+                       "%s: %s %s and %s %s: expected %" PRId64 " channels per filter (C/groups = "
+                       "%" PRId64 "/%d)",
+                       op, xrole, D(x), wrole, D(w), d->c / p->groups, d->c, p->groups);
+    d->p = mt_conv2d_out_dim(d->h, d->r, p->stride_h, p->pad_h, p->dil_h);
+    d->q = mt_conv2d_out_dim(d->w, d->s, p->stride_w, p->pad_w, p->dil_w);
+    if (d->p < 1 || d->q < 1)
+        return mt_fail(MT_ERR_SHAPE,
+                       "%s: %s %s and %s %s with padding %dx%d and dilation %dx%d: the kernel is "
+                       "larger than the padded input (no output)",
+                       op, xrole, D(x), wrole, D(w), p->pad_h, p->pad_w, p->dil_h, p->dil_w);
+    return MT_OK;
+}
+
+/* The output-shaped tensor y (or dy) is (N,P,Q,K) for the geometry d. */
+static mt_status check_conv_out(const char *op, const char *role, const mt_tensor *y,
+                                const mt_conv2d_desc *d) {
+    char from[128];
+    snprintf(from, sizeof from, " (stride %dx%d, padding %dx%d, dilation %dx%d)", d->stride_h,
+             d->stride_w, d->pad_h, d->pad_w, d->dil_h, d->dil_w);
+    return check_shape_is(op, role, y, 4, (int64_t[]){d->n, d->p, d->q, d->k}, from);
+}
+
+static mt_status check_conv_bias(const char *op, const char *role, mt_ctx *ctx,
+                                 const mt_tensor *bias, const mt_conv2d_desc *d) {
+    if (!bias) return MT_OK;
+    MT_TRY(check_tensor(op, role, ctx, bias, MT_F32, 1, 1));
+    return check_shape_is(op, role, bias, 1, (int64_t[]){d->k}, " (one per filter)");
+}
+
+mt_status mt_conv2d_fwd(mt_ctx *ctx, const mt_conv2d_params *p, const mt_tensor *x,
+                        const mt_tensor *w, const mt_tensor *bias, mt_tensor *y) {
+    const char *op = "conv2d_fwd";
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_nhwc(op, "x", ctx, x, MT_F32));
+    MT_TRY(check_nhwc(op, "w", ctx, w, MT_F32));
+    MT_TRY(check_nhwc(op, "y", ctx, y, MT_F32));
+    mt_conv2d_desc d;
+    MT_TRY(conv_geometry(op, p, "x", x, "w", w, &d));
+    MT_TRY(check_conv_bias(op, "bias", ctx, bias, &d));
+    MT_TRY(check_conv_out(op, "y", y, &d));
+    MT_TRY(check_alias(op, "y", y, "x", x, false));
+    MT_TRY(check_alias(op, "y", y, "w", w, false));
+    MT_TRY(check_alias(op, "y", y, "bias", bias, false));
+    if (mt_tensor_numel(y) == 0) return MT_OK;
+    return DISPATCH(conv2d_fwd, &d, x, w, bias, y);
+}
+
+mt_status mt_conv2d_bwd_data(mt_ctx *ctx, const mt_conv2d_params *p, const mt_tensor *dy,
+                             const mt_tensor *w, mt_tensor *dx) {
+    const char *op = "conv2d_bwd_data";
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_nhwc(op, "dy", ctx, dy, MT_F32));
+    MT_TRY(check_nhwc(op, "w", ctx, w, MT_F32));
+    MT_TRY(check_nhwc(op, "dx", ctx, dx, MT_F32));
+    mt_conv2d_desc d;
+    MT_TRY(conv_geometry(op, p, "dx", dx, "w", w, &d));
+    MT_TRY(check_conv_out(op, "dy", dy, &d));
+    MT_TRY(check_alias(op, "dx", dx, "dy", dy, false));
+    MT_TRY(check_alias(op, "dx", dx, "w", w, false));
+    if (mt_tensor_numel(dx) == 0) return MT_OK;
+    if (d.k == 0) return mt_tensor_zero(ctx, dx); /* no filters: x does not reach y */
+    return DISPATCH(conv2d_bwd_data, &d, dy, w, dx);
+}
+
+mt_status mt_conv2d_bwd_filter(mt_ctx *ctx, const mt_conv2d_params *p, const mt_tensor *x,
+                               const mt_tensor *dy, mt_tensor *dw, mt_tensor *dbias) {
+    const char *op = "conv2d_bwd_filter";
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_nhwc(op, "x", ctx, x, MT_F32));
+    MT_TRY(check_nhwc(op, "dy", ctx, dy, MT_F32));
+    MT_TRY(check_nhwc(op, "dw", ctx, dw, MT_F32));
+    mt_conv2d_desc d;
+    MT_TRY(conv_geometry(op, p, "x", x, "dw", dw, &d));
+    MT_TRY(check_conv_bias(op, "dbias", ctx, dbias, &d));
+    MT_TRY(check_conv_out(op, "dy", dy, &d));
+    const mt_tensor *ins[] = {x, dy};
+    const char *in_roles[] = {"x", "dy"};
+    for (int i = 0; i < 2; i++) {
+        MT_TRY(check_alias(op, "dw", dw, in_roles[i], ins[i], false));
+        if (dbias) MT_TRY(check_alias(op, "dbias", dbias, in_roles[i], ins[i], false));
+    }
+    if (dbias) MT_TRY(check_alias(op, "dbias", dbias, "dw", dw, false));
+    if (mt_tensor_numel(dw) == 0 || d.n == 0) return MT_OK; /* nothing to add */
+    return DISPATCH(conv2d_bwd_filter, &d, x, dy, dw, dbias);
+}
+
+/* ---- batch norm ------------------------------------------------------------------------------ */
+
+/* x (rows..., C) with C >= 1; returns C. */
+static mt_status check_bn_x(const char *op, const char *role, mt_ctx *ctx, const mt_tensor *x,
+                            int64_t *c) {
+    MT_TRY(check_tensor(op, role, ctx, x, MT_F32, 1, MT_MAX_DIMS));
+    *c = mat_cols(x);
+    if (*c < 1) return mt_fail(MT_ERR_SHAPE, "%s: %s %s: no channels", op, role, D(x));
+    return MT_OK;
+}
+
+/* A per-channel vector (C); optional ones may be NULL. */
+static mt_status check_bn_vec(const char *op, const char *role, mt_ctx *ctx, const mt_tensor *v,
+                              int64_t c, bool optional) {
+    if (!v && optional) return MT_OK;
+    MT_TRY(check_tensor(op, role, ctx, v, MT_F32, 1, 1));
+    return check_shape_is(op, role, v, 1, (int64_t[]){c}, " (one per channel)");
+}
+
+static mt_status check_eps(const char *op, float eps) {
+    if (!(eps >= 0.0f) || isinf(eps))
+        return mt_fail(MT_ERR_ARG, "%s: eps %g: expected a finite value >= 0", op, (double)eps);
+    return MT_OK;
+}
+
+mt_status mt_bn_stats(mt_ctx *ctx, const mt_tensor *x, mt_tensor *mean, mt_tensor *var) {
+    const char *op = "bn_stats";
+    int64_t c;
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_bn_x(op, "x", ctx, x, &c));
+    MT_TRY(check_bn_vec(op, "mean", ctx, mean, c, false));
+    MT_TRY(check_bn_vec(op, "var", ctx, var, c, false));
+    if (mt_tensor_numel(x) == 0)
+        return mt_fail(MT_ERR_SHAPE, "%s: x %s has no rows to take statistics of", op, D(x));
+    MT_TRY(check_alias(op, "mean", mean, "x", x, false));
+    MT_TRY(check_alias(op, "var", var, "x", x, false));
+    MT_TRY(check_alias(op, "var", var, "mean", mean, false));
+    return DISPATCH(bn_stats, x, mean, var);
+}
+
+mt_status mt_bn_fwd(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *mean, const mt_tensor *var,
+                    float eps, const mt_tensor *gamma, const mt_tensor *beta, mt_tensor *y) {
+    const char *op = "bn_fwd";
+    int64_t c;
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_eps(op, eps));
+    MT_TRY(check_bn_x(op, "x", ctx, x, &c));
+    MT_TRY(check_bn_vec(op, "mean", ctx, mean, c, false));
+    MT_TRY(check_bn_vec(op, "var", ctx, var, c, false));
+    MT_TRY(check_bn_vec(op, "gamma", ctx, gamma, c, true));
+    MT_TRY(check_bn_vec(op, "beta", ctx, beta, c, true));
+    MT_TRY(check_tensor(op, "y", ctx, y, MT_F32, 1, MT_MAX_DIMS));
+    MT_TRY(check_same_shape(op, "x", x, "y", y));
+    MT_TRY(check_alias(op, "y", y, "x", x, true));
+    const mt_tensor *vecs[] = {mean, var, gamma, beta};
+    const char *roles[] = {"mean", "var", "gamma", "beta"};
+    for (int i = 0; i < 4; i++) MT_TRY(check_alias(op, "y", y, roles[i], vecs[i], false));
+    if (mt_tensor_numel(y) == 0) return MT_OK;
+    return DISPATCH(bn_fwd, x, mean, var, eps, gamma, beta, y);
+}
+
+mt_status mt_bn_bwd_reduce(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *dy,
+                           const mt_tensor *mean, const mt_tensor *var, float eps,
+                           mt_tensor *sum_dy, mt_tensor *sum_dy_xhat) {
+    const char *op = "bn_bwd_reduce";
+    int64_t c;
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_eps(op, eps));
+    MT_TRY(check_bn_x(op, "x", ctx, x, &c));
+    MT_TRY(check_tensor(op, "dy", ctx, dy, MT_F32, 1, MT_MAX_DIMS));
+    MT_TRY(check_same_shape(op, "x", x, "dy", dy));
+    MT_TRY(check_bn_vec(op, "mean", ctx, mean, c, false));
+    MT_TRY(check_bn_vec(op, "var", ctx, var, c, false));
+    MT_TRY(check_bn_vec(op, "sum_dy", ctx, sum_dy, c, false));
+    MT_TRY(check_bn_vec(op, "sum_dy_xhat", ctx, sum_dy_xhat, c, false));
+    const mt_tensor *ins[] = {x, dy, mean, var};
+    const char *roles[] = {"x", "dy", "mean", "var"};
+    for (int i = 0; i < 4; i++) {
+        MT_TRY(check_alias(op, "sum_dy", sum_dy, roles[i], ins[i], false));
+        MT_TRY(check_alias(op, "sum_dy_xhat", sum_dy_xhat, roles[i], ins[i], false));
+    }
+    MT_TRY(check_alias(op, "sum_dy_xhat", sum_dy_xhat, "sum_dy", sum_dy, false));
+    return DISPATCH(bn_bwd_reduce, x, dy, mean, var, eps, sum_dy, sum_dy_xhat);
+}
+
+mt_status mt_bn_bwd(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *dy, const mt_tensor *mean,
+                    const mt_tensor *var, float eps, const mt_tensor *gamma,
+                    const mt_tensor *sum_dy, const mt_tensor *sum_dy_xhat, double count,
+                    bool batch_stats, mt_tensor *dx) {
+    const char *op = "bn_bwd";
+    int64_t c;
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_eps(op, eps));
+    MT_TRY(check_bn_x(op, "x", ctx, x, &c));
+    MT_TRY(check_tensor(op, "dy", ctx, dy, MT_F32, 1, MT_MAX_DIMS));
+    MT_TRY(check_tensor(op, "dx", ctx, dx, MT_F32, 1, MT_MAX_DIMS));
+    MT_TRY(check_same_shape(op, "x", x, "dy", dy));
+    MT_TRY(check_same_shape(op, "x", x, "dx", dx));
+    MT_TRY(check_bn_vec(op, "mean", ctx, mean, c, false));
+    MT_TRY(check_bn_vec(op, "var", ctx, var, c, false));
+    MT_TRY(check_bn_vec(op, "gamma", ctx, gamma, c, true));
+    MT_TRY(check_bn_vec(op, "sum_dy", ctx, sum_dy, c, !batch_stats));
+    MT_TRY(check_bn_vec(op, "sum_dy_xhat", ctx, sum_dy_xhat, c, !batch_stats));
+    if (batch_stats && !(count > 0 && isfinite(count)))
+        return mt_fail(MT_ERR_ARG,
+                       "%s: count %g: expected the number of rows (> 0) the batch "
+                       "statistics covered",
+                       op, count);
+    MT_TRY(check_alias(op, "dx", dx, "dy", dy, true));
+    const mt_tensor *ins[] = {x, mean, var, gamma, sum_dy, sum_dy_xhat};
+    const char *roles[] = {"x", "mean", "var", "gamma", "sum_dy", "sum_dy_xhat"};
+    for (int i = 0; i < 6; i++) MT_TRY(check_alias(op, "dx", dx, roles[i], ins[i], false));
+    if (mt_tensor_numel(dx) == 0) return MT_OK;
+    return DISPATCH(bn_bwd, x, dy, mean, var, eps, gamma, batch_stats ? sum_dy : NULL,
+                    batch_stats ? sum_dy_xhat : NULL, count, batch_stats, dx);
+}
+
+/* ---- pooling --------------------------------------------------------------------------------- */
+
+/* Resolves and checks a pooling's geometry from the input-shaped tensor x (role names it). */
+static mt_status pool_geometry(const char *op, const mt_pool2d_params *p, const char *xrole,
+                               const mt_tensor *x, mt_pool2d_desc *d) {
+    if (!p) return mt_fail(MT_ERR_ARG, "%s: params is NULL", op);
+    if (p->kh < 1 || p->kw < 1)
+        return mt_fail(MT_ERR_ARG, "%s: kernel %dx%d: expected at least 1x1", op, p->kh, p->kw);
+    if (p->stride_h < 1 || p->stride_w < 1)
+        return mt_fail(MT_ERR_ARG, "%s: stride %dx%d: expected at least 1", op, p->stride_h,
+                       p->stride_w);
+    if (p->pad_h < 0 || p->pad_w < 0 || p->pad_h > p->kh / 2 || p->pad_w > p->kw / 2)
+        return mt_fail(MT_ERR_ARG,
+                       "%s: padding %dx%d with kernel %dx%d: expected between 0 and half the "
+                       "kernel",
+                       op, p->pad_h, p->pad_w, p->kh, p->kw);
+    *d = (mt_pool2d_desc){.n = x->shape[0],
+                          .h = x->shape[1],
+                          .w = x->shape[2],
+                          .c = x->shape[3],
+                          .kh = p->kh,
+                          .kw = p->kw,
+                          .stride_h = p->stride_h,
+                          .stride_w = p->stride_w,
+                          .pad_h = p->pad_h,
+                          .pad_w = p->pad_w,
+                          .count_include_pad = p->count_include_pad};
+    d->p = mt_pool2d_out_dim(d->h, p->kh, p->stride_h, p->pad_h, p->ceil_mode);
+    d->q = mt_pool2d_out_dim(d->w, p->kw, p->stride_w, p->pad_w, p->ceil_mode);
+    if (d->p < 1 || d->q < 1)
+        return mt_fail(MT_ERR_SHAPE,
+                       "%s: %s %s with kernel %dx%d, stride %dx%d, padding %dx%d%s: no output "
+                       "(the window is larger than the padded input)",
+                       op, xrole, D(x), p->kh, p->kw, p->stride_h, p->stride_w, p->pad_h, p->pad_w,
+                       p->ceil_mode ? ", ceil_mode" : "");
+    return MT_OK;
+}
+
+static mt_status check_pool_out(const char *op, const char *role, const mt_tensor *y,
+                                const mt_pool2d_desc *d) {
+    char from[128];
+    snprintf(from, sizeof from, " (kernel %dx%d, stride %dx%d, padding %dx%d)", d->kh, d->kw,
+             d->stride_h, d->stride_w, d->pad_h, d->pad_w);
+    return check_shape_is(op, role, y, 4, (int64_t[]){d->n, d->p, d->q, d->c}, from);
+}
+
+mt_status mt_maxpool2d_fwd(mt_ctx *ctx, const mt_pool2d_params *p, const mt_tensor *x, mt_tensor *y,
+                           mt_tensor *argmax) {
+    const char *op = "maxpool2d_fwd";
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_nhwc(op, "x", ctx, x, MT_F32));
+    MT_TRY(check_nhwc(op, "y", ctx, y, MT_F32));
+    MT_TRY(check_nhwc(op, "argmax", ctx, argmax, MT_I32));
+    mt_pool2d_desc d;
+    MT_TRY(pool_geometry(op, p, "x", x, &d));
+    MT_TRY(check_pool_out(op, "y", y, &d));
+    MT_TRY(check_pool_out(op, "argmax", argmax, &d));
+    if (d.h * d.w > INT32_MAX)
+        return mt_fail(MT_ERR_UNSUPPORTED, "%s: x %s: argmax positions h*W exceed 32 bits", op,
+                       D(x));
+    MT_TRY(check_alias(op, "y", y, "x", x, false));
+    MT_TRY(check_alias(op, "argmax", argmax, "x", x, false));
+    MT_TRY(check_alias(op, "argmax", argmax, "y", y, false));
+    if (mt_tensor_numel(y) == 0) return MT_OK;
+    return DISPATCH(maxpool2d_fwd, &d, x, y, argmax);
+}
+
+mt_status mt_maxpool2d_bwd(mt_ctx *ctx, const mt_pool2d_params *p, const mt_tensor *argmax,
+                           const mt_tensor *dy, mt_tensor *dx) {
+    const char *op = "maxpool2d_bwd";
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_nhwc(op, "argmax", ctx, argmax, MT_I32));
+    MT_TRY(check_nhwc(op, "dy", ctx, dy, MT_F32));
+    MT_TRY(check_nhwc(op, "dx", ctx, dx, MT_F32));
+    mt_pool2d_desc d;
+    MT_TRY(pool_geometry(op, p, "dx", dx, &d));
+    MT_TRY(check_pool_out(op, "dy", dy, &d));
+    MT_TRY(check_pool_out(op, "argmax", argmax, &d));
+    MT_TRY(check_alias(op, "dx", dx, "dy", dy, false));
+    MT_TRY(check_alias(op, "dx", dx, "argmax", argmax, false));
+    if (mt_tensor_numel(dx) == 0) return MT_OK;
+    return DISPATCH(maxpool2d_bwd, &d, argmax, dy, dx);
+}
+
+mt_status mt_avgpool2d_fwd(mt_ctx *ctx, const mt_pool2d_params *p, const mt_tensor *x,
+                           mt_tensor *y) {
+    const char *op = "avgpool2d_fwd";
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_nhwc(op, "x", ctx, x, MT_F32));
+    MT_TRY(check_nhwc(op, "y", ctx, y, MT_F32));
+    mt_pool2d_desc d;
+    MT_TRY(pool_geometry(op, p, "x", x, &d));
+    MT_TRY(check_pool_out(op, "y", y, &d));
+    MT_TRY(check_alias(op, "y", y, "x", x, false));
+    if (mt_tensor_numel(y) == 0) return MT_OK;
+    return DISPATCH(avgpool2d_fwd, &d, x, y);
+}
+
+mt_status mt_avgpool2d_bwd(mt_ctx *ctx, const mt_pool2d_params *p, const mt_tensor *dy,
+                           mt_tensor *dx) {
+    const char *op = "avgpool2d_bwd";
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_nhwc(op, "dy", ctx, dy, MT_F32));
+    MT_TRY(check_nhwc(op, "dx", ctx, dx, MT_F32));
+    mt_pool2d_desc d;
+    MT_TRY(pool_geometry(op, p, "dx", dx, &d));
+    MT_TRY(check_pool_out(op, "dy", dy, &d));
+    MT_TRY(check_alias(op, "dx", dx, "dy", dy, false));
+    if (mt_tensor_numel(dx) == 0) return MT_OK;
+    return DISPATCH(avgpool2d_bwd, &d, dy, dx);
+}
+
+/* ---- dropout --------------------------------------------------------------------------------- */
+
+static mt_status check_drop_p(const char *op, float p) {
+    if (!(p >= 0.0f && p <= 1.0f))
+        return mt_fail(MT_ERR_ARG, "%s: p %g: expected a probability in [0, 1]", op, (double)p);
+    return MT_OK;
+}
+
+mt_status mt_dropout_fwd(mt_ctx *ctx, float p, uint64_t seed, uint64_t stream, uint64_t offset,
+                         const mt_tensor *x, mt_tensor *y, mt_tensor *mask) {
+    const char *op = "dropout_fwd";
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_drop_p(op, p));
+    MT_TRY(check_tensor(op, "x", ctx, x, MT_F32, 0, MT_MAX_DIMS));
+    MT_TRY(check_tensor(op, "y", ctx, y, MT_F32, 0, MT_MAX_DIMS));
+    MT_TRY(check_tensor(op, "mask", ctx, mask, MT_U8, 0, MT_MAX_DIMS));
+    MT_TRY(check_same_shape(op, "x", x, "y", y));
+    MT_TRY(check_same_shape(op, "x", x, "mask", mask));
+    MT_TRY(check_alias(op, "y", y, "x", x, true));
+    MT_TRY(check_alias(op, "mask", mask, "x", x, false));
+    MT_TRY(check_alias(op, "mask", mask, "y", y, false));
+    if (mt_tensor_numel(y) == 0) return MT_OK;
+    return DISPATCH(dropout_fwd, p, seed, stream, offset, x, y, mask);
+}
+
+mt_status mt_dropout_bwd(mt_ctx *ctx, float p, const mt_tensor *mask, const mt_tensor *dy,
+                         mt_tensor *dx) {
+    const char *op = "dropout_bwd";
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_drop_p(op, p));
+    MT_TRY(check_tensor(op, "mask", ctx, mask, MT_U8, 0, MT_MAX_DIMS));
+    MT_TRY(check_tensor(op, "dy", ctx, dy, MT_F32, 0, MT_MAX_DIMS));
+    MT_TRY(check_tensor(op, "dx", ctx, dx, MT_F32, 0, MT_MAX_DIMS));
+    MT_TRY(check_same_shape(op, "dy", dy, "mask", mask));
+    MT_TRY(check_same_shape(op, "dy", dy, "dx", dx));
+    MT_TRY(check_alias(op, "dx", dx, "dy", dy, true));
+    MT_TRY(check_alias(op, "dx", dx, "mask", mask, false));
+    if (mt_tensor_numel(dx) == 0) return MT_OK;
+    return DISPATCH(dropout_bwd, p, mask, dy, dx);
+}
+
+/* ---- channel concatenation ------------------------------------------------------------------- */
+
+/* part (rows..., cp) is columns [offset, offset+cp) of whole (rows..., cw). */
+static mt_status check_channels(const char *op, mt_ctx *ctx, const char *rpart,
+                                const mt_tensor *part, const char *rwhole, const mt_tensor *whole,
+                                int64_t offset) {
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_tensor(op, rpart, ctx, part, MT_F32, 1, MT_MAX_DIMS));
+    MT_TRY(check_tensor(op, rwhole, ctx, whole, MT_F32, 1, MT_MAX_DIMS));
+    bool same_rows = part->ndim == whole->ndim;
+    for (int i = 0; same_rows && i < part->ndim - 1; i++)
+        same_rows = part->shape[i] == whole->shape[i];
+    if (!same_rows)
+        return mt_fail(MT_ERR_SHAPE, "%s: %s %s and %s %s: leading dims differ", op, rpart, D(part),
+                       rwhole, D(whole));
+    int64_t cp = mat_cols(part), cw = mat_cols(whole);
+    if (offset < 0 || offset > cw || cp > cw - offset)
+        return mt_fail(MT_ERR_SHAPE,
+                       "%s: %s %s at channel offset %" PRId64 " does not fit in %s %s (%" PRId64
+                       " channels)",
+                       op, rpart, D(part), offset, rwhole, D(whole), cw);
+    return check_alias(op, rpart, part, rwhole, whole, false);
+}
+
+mt_status mt_channels_put(mt_ctx *ctx, const mt_tensor *src, int64_t offset, mt_tensor *dst) {
+    const char *op = "channels_put";
+    MT_TRY(check_channels(op, ctx, "src", src, "dst", dst, offset));
+    if (mt_tensor_numel(src) == 0) return MT_OK;
+    return DISPATCH(channels_put, src, offset, dst);
+}
+
+mt_status mt_channels_get(mt_ctx *ctx, const mt_tensor *src, int64_t offset, float beta,
+                          mt_tensor *out) {
+    const char *op = "channels_get";
+    MT_TRY(check_channels(op, ctx, "out", out, "src", src, offset));
+    if (mt_tensor_numel(out) == 0) return MT_OK;
+    return DISPATCH(channels_get, src, offset, beta, out);
+}
+
+/* ---- optimizer steps ------------------------------------------------------------------------- */
+
+/* A hyperparameter that must be finite and at least lo. */
+static mt_status check_hyper(const char *op, const char *name, float v, float lo) {
+    if (!(v >= lo) || isinf(v))
+        return mt_fail(MT_ERR_ARG, "%s: %s %g: expected a finite value >= %g", op, name, (double)v,
+                       (double)lo);
+    return MT_OK;
+}
+
+/* param and a same-shaped state or gradient tensor, which must not overlap it. */
+static mt_status check_param_like(const char *op, mt_ctx *ctx, const mt_tensor *param,
+                                  const char *role, const mt_tensor *t) {
+    MT_TRY(check_tensor(op, role, ctx, t, MT_F32, 0, MT_MAX_DIMS));
+    MT_TRY(check_same_shape(op, "param", param, role, t));
+    return check_alias(op, role, t, "param", param, false);
+}
+
+mt_status mt_sgd_step(mt_ctx *ctx, mt_tensor *param, const mt_tensor *grad, mt_tensor *momentum_buf,
+                      float lr, float momentum, float dampening, float weight_decay, bool nesterov,
+                      bool first_step) {
+    const char *op = "sgd_step";
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_hyper(op, "lr", lr, 0));
+    MT_TRY(check_hyper(op, "momentum", momentum, 0));
+    MT_TRY(check_hyper(op, "dampening", dampening, -INFINITY));
+    MT_TRY(check_hyper(op, "weight_decay", weight_decay, 0));
+    if (nesterov && (momentum <= 0 || dampening != 0))
+        return mt_fail(MT_ERR_ARG,
+                       "%s: nesterov needs momentum > 0 and dampening 0 (found %g and %g)", op,
+                       (double)momentum, (double)dampening);
+    MT_TRY(check_tensor(op, "param", ctx, param, MT_F32, 0, MT_MAX_DIMS));
+    MT_TRY(check_param_like(op, ctx, param, "grad", grad));
+    if (momentum > 0) {
+        if (!momentum_buf)
+            return mt_fail(MT_ERR_ARG, "%s: momentum %g needs momentum_buf, found NULL", op,
+                           (double)momentum);
+        MT_TRY(check_param_like(op, ctx, param, "momentum_buf", momentum_buf));
+        MT_TRY(check_alias(op, "momentum_buf", momentum_buf, "grad", grad, false));
+    }
+    if (mt_tensor_numel(param) == 0) return MT_OK;
+    return DISPATCH(sgd_step, param, grad, momentum > 0 ? momentum_buf : NULL, lr, momentum,
+                    dampening, weight_decay, nesterov, first_step);
+}
+
+mt_status mt_adamw_step(mt_ctx *ctx, mt_tensor *param, const mt_tensor *grad, mt_tensor *m,
+                        mt_tensor *v, float lr, float beta1, float beta2, float eps,
+                        float weight_decay, int64_t t) {
+    const char *op = "adamw_step";
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_hyper(op, "lr", lr, 0));
+    MT_TRY(check_hyper(op, "eps", eps, 0));
+    MT_TRY(check_hyper(op, "weight_decay", weight_decay, 0));
+    if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1))
+        return mt_fail(MT_ERR_ARG, "%s: betas (%g, %g): expected each in [0, 1)", op, (double)beta1,
+                       (double)beta2);
+    if (t < 1)
+        return mt_fail(MT_ERR_ARG, "%s: step t = %" PRId64 ": expected >= 1 (steps count from 1)",
+                       op, t);
+    MT_TRY(check_tensor(op, "param", ctx, param, MT_F32, 0, MT_MAX_DIMS));
+    MT_TRY(check_param_like(op, ctx, param, "grad", grad));
+    MT_TRY(check_param_like(op, ctx, param, "m", m));
+    MT_TRY(check_param_like(op, ctx, param, "v", v));
+    MT_TRY(check_alias(op, "m", m, "grad", grad, false));
+    MT_TRY(check_alias(op, "v", v, "grad", grad, false));
+    MT_TRY(check_alias(op, "v", v, "m", m, false));
+    if (mt_tensor_numel(param) == 0) return MT_OK;
+    return DISPATCH(adamw_step, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, t);
+}
+
+mt_status mt_sumsq(mt_ctx *ctx, const mt_tensor *x, mt_tensor *out) {
+    const char *op = "sumsq";
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_tensor(op, "x", ctx, x, MT_F32, 0, MT_MAX_DIMS));
+    MT_TRY(check_tensor(op, "out", ctx, out, MT_F32, 0, MT_MAX_DIMS));
+    MT_TRY(check_scalar(op, "out", out));
+    MT_TRY(check_alias(op, "out", out, "x", x, false));
+    if (mt_tensor_numel(x) == 0) return MT_OK; /* adds nothing */
+    return DISPATCH(sumsq, x, out);
 }

@@ -19,9 +19,10 @@
 #include <stdlib.h>
 #include "compute/backend.h"
 #include "medtrain/ops.h"
+#include "medtrain/rng.h"
 #include "mt_test.h"
 
-#define MAX_IO   4
+#define MAX_IO   8
 #define MAX_OPS  64
 #define F32_TOL  1e-5 /* f32 forward ops against the double reference, and backend vs backend */
 #define GRAD_TOL 1e-4 /* backward ops against the double reference */
@@ -1374,6 +1375,933 @@ static void test_cast(void) {
     MT_CHECK(memcmp(a.data, b.data, 12) == 0);
 }
 
+/* ==== convolution ============================================================================= */
+
+typedef struct conv_p {
+    mt_conv2d_params cp;
+    bool bias;
+} conv_p;
+
+/* in: x, w[, bias]; out: y */
+static mt_status call_conv_fwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const conv_p *c = p;
+    return mt_conv2d_fwd(ctx, &c->cp, &in[0], &in[1], c->bias ? &in[2] : NULL, &out[0]);
+}
+
+/* in: dy, w; out: dx */
+static mt_status call_conv_bwd_data(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const conv_p *c = p;
+    return mt_conv2d_bwd_data(ctx, &c->cp, &in[0], &in[1], &out[0]);
+}
+
+/* in: x, dy; out: dw[, dbias] */
+static mt_status call_conv_bwd_filter(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const conv_p *c = p;
+    return mt_conv2d_bwd_filter(ctx, &c->cp, &in[0], &in[1], &out[0], c->bias ? &out[1] : NULL);
+}
+
+/* The same with dbias as output 0 (for grad_on): in: x, dy; out: dbias, dw. */
+static mt_status call_conv_bwd_bias(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const conv_p *c = p;
+    return mt_conv2d_bwd_filter(ctx, &c->cp, &in[0], &in[1], &out[1], &out[0]);
+}
+
+typedef struct conv_geo {
+    int64_t n, h, w, c, k, r, s, p, q, cg, kg;
+} conv_geo;
+
+/* Output sizes by PyTorch's formula, written out here rather than taken from the library. */
+static conv_geo conv_geo_of(const mt_conv2d_params *cp, int64_t n, int64_t h, int64_t w, int64_t c,
+                            int64_t k, int64_t r, int64_t s) {
+    conv_geo g = {n, h, w, c, k, r, s, 0, 0, c / cp->groups, k / cp->groups};
+    g.p = (h + 2 * cp->pad_h - cp->dil_h * (r - 1) - 1) / cp->stride_h + 1;
+    g.q = (w + 2 * cp->pad_w - cp->dil_w * (s - 1) - 1) / cp->stride_w + 1;
+    return g;
+}
+
+/* Every term of the convolution once, by the direct 7-loop definition, in double: y, dx (for dy),
+ * dw and db (for dy, added to what they hold), each with the magnitude of its terms. */
+typedef struct conv_refs {
+    double *y, *ymag, *dx, *dxmag, *dw, *dwmag, *db, *dbmag;
+} conv_refs;
+
+static void conv_reference(const mt_conv2d_params *cp, const conv_geo *g, const float *x,
+                           const float *w, const float *b, const float *dy, conv_refs *o) {
+    int64_t nx = g->n * g->h * g->w * g->c;
+    for (int64_t i = 0; i < nx; i++) o->dx[i] = o->dxmag[i] = 0;
+    for (int64_t n = 0; n < g->n; n++)
+        for (int64_t p = 0; p < g->p; p++)
+            for (int64_t q = 0; q < g->q; q++)
+                for (int64_t k = 0; k < g->k; k++) {
+                    int64_t gi = k / g->kg, yo = ((n * g->p + p) * g->q + q) * g->k + k;
+                    double acc = b ? b[k] : 0, mag = fabs(acc);
+                    o->db[k] += dy[yo];
+                    o->dbmag[k] += fabs(dy[yo]);
+                    for (int64_t r = 0; r < g->r; r++)
+                        for (int64_t s = 0; s < g->s; s++) {
+                            int64_t ih = p * cp->stride_h - cp->pad_h + r * cp->dil_h;
+                            int64_t iw = q * cp->stride_w - cp->pad_w + s * cp->dil_w;
+                            if (ih < 0 || ih >= g->h || iw < 0 || iw >= g->w) continue;
+                            for (int64_t cc = 0; cc < g->cg; cc++) {
+                                int64_t xi = ((n * g->h + ih) * g->w + iw) * g->c + gi * g->cg + cc;
+                                int64_t wi = ((k * g->r + r) * g->s + s) * g->cg + cc;
+                                double t = (double)x[xi] * w[wi];
+                                acc += t;
+                                mag += fabs(t);
+                                o->dx[xi] += (double)dy[yo] * w[wi];
+                                o->dxmag[xi] += fabs((double)dy[yo] * w[wi]);
+                                o->dw[wi] += (double)dy[yo] * x[xi];
+                                o->dwmag[wi] += fabs((double)dy[yo] * x[xi]);
+                            }
+                        }
+                    o->y[yo] = acc;
+                    o->ymag[yo] = mag;
+                }
+}
+
+/* One convolution: forward, both backwards against the reference, and (fd) finite differences for
+ * x, w and bias. chunk_rows > 0 shrinks the CPU's im2col chunks to that many output pixels. */
+static void conv_case(int64_t n, int64_t h, int64_t w, int64_t c, int64_t k, int64_t r, int64_t s,
+                      mt_conv2d_params cp, bool bias, int64_t chunk_rows, bool fd) {
+    conv_p pp = {cp, bias};
+    conv_geo g = conv_geo_of(&cp, n, h, w, c, k, r, s);
+    io f = {.nin = bias ? 3 : 2, .nout = 1};
+    f.in[0] = HT(MT_F32, n, h, w, c);
+    f.in[1] = HT(MT_F32, k, r, s, g.cg);
+    if (bias) f.in[2] = HT(MT_F32, k);
+    f.out[0] = HT(MT_F32, n, g.p, g.q, k);
+    for (int i = 0; i < f.nin; i++) fill_uniform(&f.in[i], -1, 1);
+    mt_tensor dy = H_like(&f.out[0]);
+    fill_uniform(&dy, -1, 1);
+    /* backward data: in dy, w; out dx (NaN-filled: must be overwritten) */
+    io bd = {.nin = 2, .nout = 1, .in = {dy, f.in[1]}, .out = {H_like(&f.in[0])}};
+    /* backward filter: in x, dy; out dw, dbias holding earlier gradients (they accumulate) */
+    io bf = {.nin = 2, .nout = bias ? 2 : 1, .in = {f.in[0], dy}, .out = {H_like(&f.in[1])}};
+    fill_uniform(&bf.out[0], -1, 1);
+    if (bias) {
+        bf.out[1] = HT(MT_F32, k);
+        fill_uniform(&bf.out[1], -1, 1);
+    }
+    int64_t ny = N(&f.out[0]), nx = N(&f.in[0]), nw = N(&f.in[1]);
+    conv_refs o = {DBL(ny), DBL(ny), DBL(nx), DBL(nx), DBL(nw), DBL(nw), DBL(k), DBL(k)};
+    for (int64_t i = 0; i < nw; i++) o.dw[i] = F(&bf.out[0])[i], o.dwmag[i] = fabs(o.dw[i]);
+    for (int64_t i = 0; i < k; i++) {
+        o.db[i] = bias ? F(&bf.out[1])[i] : 0;
+        o.dbmag[i] = fabs(o.db[i]);
+    }
+    conv_reference(&cp, &g, F(&f.in[0]), F(&f.in[1]), bias ? F(&f.in[2]) : NULL, F(&dy), &o);
+
+    char label[200], dx_[96], dw_[96];
+    snprintf(label, sizeof label, "x %s, w %s, stride %dx%d, pad %dx%d, dil %dx%d, groups %d%s%s",
+             desc(&f.in[0], dx_), desc(&f.in[1], dw_), cp.stride_h, cp.stride_w, cp.pad_h, cp.pad_w,
+             cp.dil_h, cp.dil_w, cp.groups, bias ? ", bias" : "",
+             chunk_rows ? ", small chunks" : "");
+    if (chunk_rows)
+        mt_cpu_conv_set_chunk_bytes((size_t)(chunk_rows * r * s * g.cg) * sizeof(float));
+    run_case("conv2d_fwd", label, call_conv_fwd, &pp, &f, (expect[]){{o.y, o.ymag, F32_TOL, 1.0}},
+             NULL);
+    run_case("conv2d_bwd_data", label, call_conv_bwd_data, &pp, &bd,
+             (expect[]){{o.dx, o.dxmag, GRAD_TOL, 1.0}}, NULL);
+    run_case("conv2d_bwd_filter", label, call_conv_bwd_filter, &pp, &bf,
+             (expect[]){{o.dw, o.dwmag, GRAD_TOL, 1.0}, {o.db, o.dbmag, GRAD_TOL, 1.0}}, NULL);
+    if (fd) { /* L = <dy, conv(x, w) + bias>; the filter gradients start from zero */
+        io bz = bf;
+        bz.out[0] = H_like(&f.in[1]);
+        memset(bz.out[0].data, 0, mt_tensor_bytes(&bz.out[0]));
+        if (bias) {
+            bz.out[1] = HT(MT_F32, k);
+            memset(bz.out[1].data, 0, mt_tensor_bytes(&bz.out[1]));
+        }
+        io bb = bz; /* dbias first, for grad_on */
+        if (bias) bb.out[0] = bz.out[1], bb.out[1] = bz.out[0];
+        for (int d = 0; d < MT_DEVICE_COUNT; d++) {
+            mt_tensor grad;
+            if (!g_have[d]) continue;
+            if (grad_on(&g_ctx[d], call_conv_bwd_data, &pp, &bd, &grad))
+                fd_check(&g_ctx[d], "conv2d_bwd_data", label, call_conv_fwd, &pp, &f, 0, F(&dy),
+                         &grad, 1e-2);
+            if (grad_on(&g_ctx[d], call_conv_bwd_filter, &pp, &bz, &grad))
+                fd_check(&g_ctx[d], "conv2d_bwd_filter", label, call_conv_fwd, &pp, &f, 1, F(&dy),
+                         &grad, 1e-2);
+            if (bias && grad_on(&g_ctx[d], call_conv_bwd_bias, &pp, &bb, &grad))
+                fd_check(&g_ctx[d], "conv2d_bwd_filter", label, call_conv_fwd, &pp, &f, 2, F(&dy),
+                         &grad, 1e-2);
+        }
+    }
+    if (chunk_rows) mt_cpu_conv_set_chunk_bytes(0);
+}
+
+/* stride, pad, dilation, groups */
+#define CONV(sh, sw, ph, pw, dh, dw, gr) ((mt_conv2d_params){sh, sw, ph, pw, dh, dw, gr})
+
+static void test_conv(void) {
+    rng_seed(20);
+    conv_case(2, 5, 4, 3, 4, 1, 1, CONV(1, 1, 0, 0, 1, 1, 1), true, 0, true); /* one GEMM */
+    conv_case(2, 6, 7, 5, 6, 3, 3, CONV(1, 1, 1, 1, 1, 1, 1), true, 0, true);
+    conv_case(1, 7, 9, 4, 5, 3, 3, CONV(2, 2, 1, 1, 1, 1, 1), false, 0, true); /* odd, strided */
+    conv_case(2, 9, 8, 3, 4, 3, 3, CONV(1, 1, 2, 2, 2, 2, 1), true, 0, true);  /* dilated */
+    conv_case(2, 6, 6, 6, 4, 3, 3, CONV(1, 1, 1, 1, 1, 1, 2), true, 0, true);  /* groups */
+    conv_case(2, 5, 5, 6, 9, 1, 1, CONV(1, 1, 0, 0, 1, 1, 3), true, 0, true);  /* grouped 1x1 */
+    conv_case(2, 7, 6, 5, 5, 3, 3, CONV(1, 1, 1, 1, 1, 1, 5), true, 0, true);  /* depthwise */
+    conv_case(1, 9, 9, 4, 4, 5, 5, CONV(2, 2, 2, 2, 1, 1, 4), false, 0, true); /* depthwise 5x5 */
+    conv_case(1, 9, 8, 3, 3, 3, 3, CONV(2, 2, 2, 2, 2, 2, 3), true, 0, true);  /* depthwise, dil */
+    conv_case(2, 6, 5, 3, 6, 3, 3, CONV(1, 2, 1, 0, 1, 2, 3), true, 0, true);  /* multiplier 2 */
+    conv_case(2, 16, 16, 1, 4, 7, 7, CONV(2, 2, 3, 3, 1, 1, 1), false, 0,
+              true);                                                            /* 1-channel stem */
+    conv_case(1, 15, 13, 3, 8, 7, 7, CONV(2, 2, 3, 3, 1, 1, 1), true, 0, true); /* RGB stem */
+    conv_case(2, 8, 8, 6, 5, 1, 1, CONV(2, 2, 0, 0, 1, 1, 1), false, 0, true);  /* downsample */
+    conv_case(1, 5, 6, 4, 3, 1, 3, CONV(1, 1, 0, 1, 1, 1, 1), true, 0, true);   /* 1x3 */
+    conv_case(1, 6, 5, 4, 3, 3, 1, CONV(2, 1, 1, 0, 1, 1, 1), true, 0, true);   /* 3x1 */
+    conv_case(1, 2, 2, 3, 2, 3, 3, CONV(1, 1, 1, 1, 1, 1, 1), true, 0, true);   /* map < kernel */
+    conv_case(1, 3, 3, 2, 2, 3, 3, CONV(3, 3, 0, 0, 1, 1, 1), true, 0, true);   /* one pixel out */
+    conv_case(2, 4, 5, 3, 4, 2, 2, CONV(3, 3, 1, 1, 1, 1, 1), true, 0, true);   /* stride > k */
+    conv_case(1, 5, 5, 2, 3, 3, 3, CONV(1, 1, 4, 4, 1, 1, 1), false, 0, true);  /* pad > kernel */
+    conv_case(3, 4, 3, 2, 1, 2, 3, CONV(1, 1, 0, 1, 1, 1, 1), true, 0, true);   /* one filter */
+    /* chunks of a few output pixels, ending mid-row and mid-image */
+    conv_case(2, 6, 7, 5, 6, 3, 3, CONV(1, 1, 1, 1, 1, 1, 1), true, 7, true);
+    conv_case(2, 7, 9, 4, 5, 3, 3, CONV(2, 2, 1, 1, 1, 1, 1), false, 1, false);
+    conv_case(2, 9, 8, 3, 4, 3, 3, CONV(1, 1, 2, 2, 2, 2, 1), true, 5, false);
+    conv_case(2, 6, 6, 6, 4, 3, 3, CONV(1, 1, 1, 1, 1, 1, 2), true, 11, false);
+    conv_case(2, 6, 5, 3, 6, 3, 3, CONV(1, 2, 1, 0, 1, 2, 3), true, 4, false);
+    conv_case(2, 8, 8, 6, 5, 1, 1, CONV(2, 2, 0, 0, 1, 1, 1), false, 3, false);
+    conv_case(2, 16, 16, 1, 4, 7, 7, CONV(2, 2, 3, 3, 1, 1, 1), false, 13, false);
+    /* more filters than im2col columns (the filter gradient splits by filters) */
+    conv_case(2, 7, 6, 3, 20, 1, 1, CONV(2, 2, 0, 0, 1, 1, 1), true, 0, true);
+    conv_case(1, 12, 12, 1, 64, 7, 7, CONV(2, 2, 3, 3, 1, 1, 1), false, 5, false);
+    conv_case(2, 30, 30, 2, 64, 3, 3, CONV(1, 1, 1, 1, 1, 1, 1), true, 41, false);
+    /* ... and large enough for a team of threads */
+    conv_case(2, 26, 24, 16, 32, 3, 3, CONV(2, 2, 1, 1, 1, 1, 1), true, 37, false);
+    conv_case(2, 20, 18, 16, 24, 3, 3, CONV(1, 1, 1, 1, 1, 1, 1), true, 29, false);
+    /* larger: several chunks at the default size, OpenMP thresholds */
+    conv_case(4, 32, 32, 64, 8, 3, 3, CONV(1, 1, 1, 1, 1, 1, 1), true, 0, false);
+    conv_case(2, 20, 20, 48, 48, 3, 3, CONV(2, 2, 1, 1, 1, 1, 48), true, 0, false);
+    conv_case(2, 14, 14, 32, 40, 1, 1, CONV(1, 1, 0, 0, 1, 1, 1), true, 0, false);
+    conv_case(1, 6, 7, 80, 72, 3, 3, CONV(1, 1, 1, 1, 1, 1, 2), false, 0, false); /* wide groups */
+}
+
+/* The geometry helpers against PyTorch's numbers. */
+static void test_conv_pool_geometry(void) {
+    MT_CHECK(mt_conv2d_out_dim(224, 7, 2, 3, 1) == 112);
+    MT_CHECK(mt_conv2d_out_dim(56, 3, 1, 1, 1) == 56 && mt_conv2d_out_dim(56, 1, 2, 0, 1) == 28);
+    MT_CHECK(mt_conv2d_out_dim(9, 3, 1, 2, 2) == 9 && mt_conv2d_out_dim(2, 3, 1, 0, 1) == 0);
+    MT_CHECK(mt_conv2d_out_dim(5, 3, 0, 0, 1) == 0); /* bad stride */
+    MT_CHECK(mt_pool2d_out_dim(112, 3, 2, 1, false) == 56);
+    MT_CHECK(mt_pool2d_out_dim(6, 3, 2, 1, false) == 3 && mt_pool2d_out_dim(6, 3, 2, 1, true) == 4);
+    MT_CHECK(mt_pool2d_out_dim(5, 2, 2, 0, false) == 2 && mt_pool2d_out_dim(5, 2, 2, 0, true) == 3);
+    /* ceil_mode: a last window starting in the right padding is dropped */
+    MT_CHECK(mt_pool2d_out_dim(5, 3, 3, 1, true) == 2 && mt_pool2d_out_dim(5, 3, 3, 1, false) == 2);
+    MT_CHECK(mt_pool2d_out_dim(7, 7, 1, 0, false) == 1 && mt_pool2d_out_dim(2, 3, 1, 0, true) == 0);
+}
+
+/* ==== batch norm ============================================================================== */
+
+typedef struct bn_p {
+    float eps;
+    bool affine;  /* gamma and beta given (else NULL) */
+    bool alias;   /* y is x (forward), dx is dy (backward) */
+    bool batch;   /* bn_bwd: batch statistics (else fixed, eval mode) */
+    double count; /* bn_bwd: rows the statistics covered */
+} bn_p;
+
+/* in: x; out: mean, var */
+static mt_status call_bn_stats(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    return mt_bn_stats(ctx, &in[0], &out[0], &out[1]);
+}
+
+/* in: x, mean, var, gamma, beta; out: y */
+static mt_status call_bn_fwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const bn_p *b = p;
+    const mt_tensor *g = b->affine ? &in[3] : NULL, *be = b->affine ? &in[4] : NULL;
+    if (!b->alias) return mt_bn_fwd(ctx, &in[0], &in[1], &in[2], b->eps, g, be, &out[0]);
+    MT_TRY(mt_tensor_copy(ctx, &out[0], &in[0]));
+    return mt_bn_fwd(ctx, &out[0], &in[1], &in[2], b->eps, g, be, &out[0]);
+}
+
+/* in: x, dy, mean, var; out: sum_dy, sum_dy_xhat */
+static mt_status call_bn_bwd_reduce(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const bn_p *b = p;
+    return mt_bn_bwd_reduce(ctx, &in[0], &in[1], &in[2], &in[3], b->eps, &out[0], &out[1]);
+}
+
+/* in: x, dy, mean, var, gamma, sum_dy, sum_dy_xhat; out: dx */
+static mt_status call_bn_bwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const bn_p *b = p;
+    const mt_tensor *g = b->affine ? &in[4] : NULL;
+    const mt_tensor *s1 = b->batch ? &in[5] : NULL, *s2 = b->batch ? &in[6] : NULL;
+    if (!b->alias)
+        return mt_bn_bwd(ctx, &in[0], &in[1], &in[2], &in[3], b->eps, g, s1, s2, b->count, b->batch,
+                         &out[0]);
+    MT_TRY(mt_tensor_copy(ctx, &out[0], &in[1]));
+    return mt_bn_bwd(ctx, &in[0], &out[0], &in[2], &in[3], b->eps, g, s1, s2, b->count, b->batch,
+                     &out[0]);
+}
+
+/* Training-mode BN as one function, for finite differences. in: x, gamma, beta; out: y, mean,
+ * var. */
+static mt_status call_bn_train_fwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const bn_p *b = p;
+    MT_TRY(mt_bn_stats(ctx, &in[0], &out[1], &out[2]));
+    return mt_bn_fwd(ctx, &in[0], &out[1], &out[2], b->eps, &in[1], &in[2], &out[0]);
+}
+
+/* Its backward. in: x, gamma, beta, dy; out: dx, mean, var, sums (2, C) = (dbeta, dgamma). */
+static mt_status call_bn_train_bwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const bn_p *b = p;
+    int64_t c = last_dim(&in[0]);
+    mt_tensor sdy = mt_tensor_1d(out[3].data, MT_F32, ctx->device, c);
+    mt_tensor sdx = mt_tensor_1d(F(&out[3]) + c, MT_F32, ctx->device, c);
+    MT_TRY(mt_bn_stats(ctx, &in[0], &out[1], &out[2]));
+    MT_TRY(mt_bn_bwd_reduce(ctx, &in[0], &in[3], &out[1], &out[2], b->eps, &sdy, &sdx));
+    return mt_bn_bwd(ctx, &in[0], &in[3], &out[1], &out[2], b->eps, &in[1], &sdy, &sdx,
+                     (double)(N(&in[0]) / c), true, &out[0]);
+}
+
+/* Per-channel mean and biased variance of x (rows, c) by two passes in double. */
+static void bn_moments(const float *x, int64_t rows, int64_t c, double *mean, double *var) {
+    for (int64_t j = 0; j < c; j++) {
+        double s = 0, v = 0;
+        for (int64_t i = 0; i < rows; i++) s += x[i * c + j];
+        s /= rows;
+        for (int64_t i = 0; i < rows; i++) v += (x[i * c + j] - s) * (x[i * c + j] - s);
+        mean[j] = s;
+        var[j] = v / rows;
+    }
+}
+
+/* x of the given shape with channel j around offset * (j+1), spread scale. */
+static void bn_case(int nd, const int64_t *shape, double offset, double scale, bool affine,
+                    bool alias, float eps) {
+    int64_t c = shape[nd - 1];
+    mt_tensor x = H(MT_F32, nd, shape);
+    int64_t rows = N(&x) / c;
+    for (int64_t i = 0; i < N(&x); i++)
+        F(&x)[i] = (float)(offset * (i % c + 1) + scale * rng_normal());
+    char label[160], dd[96];
+    snprintf(label, sizeof label, "x %s, offset %g, scale %g, eps %g%s%s", desc(&x, dd), offset,
+             scale, eps, affine ? "" : ", no affine", alias ? ", in place" : "");
+
+    /* statistics: the mean within 1e-5 of the data's spread (it is summed in f32 blocks) */
+    io st = {.nin = 1, .nout = 2, .in = {x}, .out = {HT(MT_F32, c), HT(MT_F32, c)}};
+    double *mean = DBL(c), *var = DBL(c);
+    bn_moments(F(&x), rows, c, mean, var);
+    run_case("bn_stats", label, call_bn_stats, NULL, &st,
+             (expect[]){{mean, NULL, F32_TOL, 0.1 * scale}, {var, NULL, F32_TOL, 0}}, NULL);
+
+    /* forward with the statistics as f32 tensors */
+    bn_p bp = {eps, affine, alias, true, (double)rows};
+    mt_tensor mt = HT(MT_F32, c), vt = HT(MT_F32, c), gt = HT(MT_F32, c), bt = HT(MT_F32, c);
+    for (int64_t j = 0; j < c; j++) F(&mt)[j] = (float)mean[j], F(&vt)[j] = (float)var[j];
+    fill_uniform(&gt, 0.5, 2);
+    fill_uniform(&bt, -1, 1);
+    io fw = {.nin = 5, .nout = 1, .in = {x, mt, vt, gt, bt}, .out = {H_like(&x)}};
+    int64_t n = N(&x);
+    double *y = DBL(n), *ymag = DBL(n), *inv = DBL(c);
+    for (int64_t j = 0; j < c; j++) inv[j] = 1 / sqrt((double)F(&vt)[j] + eps);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t j = i % c;
+        double g = affine ? F(&gt)[j] : 1, b = affine ? F(&bt)[j] : 0;
+        double t = ((double)F(&x)[i] - F(&mt)[j]) * inv[j] * g;
+        y[i] = t + b;
+        ymag[i] = fabs(t) + fabs(b);
+    }
+    run_case("bn_fwd", label, call_bn_fwd, &bp, &fw, (expect[]){{y, ymag, F32_TOL, 1e-3}}, NULL);
+
+    /* backward: the sums, then dx in batch and eval mode */
+    mt_tensor dy = H_like(&x);
+    fill_uniform(&dy, -1, 1);
+    io rd = {.nin = 4, .nout = 2, .in = {x, dy, mt, vt}, .out = {HT(MT_F32, c), HT(MT_F32, c)}};
+    double *sdy = DBL(c), *sdx = DBL(c), *m1 = DBL(c), *m2 = DBL(c);
+    for (int64_t j = 0; j < c; j++) sdy[j] = sdx[j] = m1[j] = m2[j] = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t j = i % c;
+        double xh = ((double)F(&x)[i] - F(&mt)[j]) * inv[j];
+        sdy[j] += F(&dy)[i];
+        m1[j] += fabs(F(&dy)[i]);
+        sdx[j] += F(&dy)[i] * xh;
+        m2[j] += fabs(F(&dy)[i] * xh);
+    }
+    run_case("bn_bwd_reduce", label, call_bn_bwd_reduce, &bp, &rd,
+             (expect[]){{sdy, m1, F32_TOL, 1e-6}, {sdx, m2, F32_TOL, 1e-6}}, NULL);
+    mt_tensor s1 = HT(MT_F32, c), s2 = HT(MT_F32, c);
+    for (int64_t j = 0; j < c; j++) F(&s1)[j] = (float)sdy[j], F(&s2)[j] = (float)sdx[j];
+    io bw = {.nin = 7, .nout = 1, .in = {x, dy, mt, vt, gt, s1, s2}, .out = {H_like(&x)}};
+    double *dx = DBL(n), *dxmag = DBL(n), *dxe = DBL(n), *dxemag = DBL(n);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t j = i % c;
+        double a = (affine ? F(&gt)[j] : 1) * inv[j];
+        double xh = ((double)F(&x)[i] - F(&mt)[j]) * inv[j];
+        double t1 = F(&s1)[j] / (double)rows, t2 = xh * F(&s2)[j] / (double)rows;
+        dx[i] = a * (F(&dy)[i] - t1 - t2);
+        dxmag[i] = fabs(a) * (fabs(F(&dy)[i]) + fabs(t1) + fabs(t2));
+        dxe[i] = a * F(&dy)[i];
+        dxemag[i] = fabs(dxe[i]);
+    }
+    run_case("bn_bwd", label, call_bn_bwd, &bp, &bw, (expect[]){{dx, dxmag, GRAD_TOL, 1e-3}}, NULL);
+    bn_p eval = bp;
+    eval.batch = false;
+    run_case("bn_bwd", label, call_bn_bwd, &eval, &bw, (expect[]){{dxe, dxemag, GRAD_TOL, 1e-3}},
+             NULL);
+}
+
+/* Training-mode BN end to end against finite differences: dx through the statistics, dgamma and
+ * dbeta; and eval-mode dx. */
+static void bn_fd_case(int nd, const int64_t *shape, float eps) {
+    int64_t c = shape[nd - 1];
+    bn_p bp = {eps, true, false, true, 0};
+    io f = {.nin = 3, .nout = 3};
+    f.in[0] = H(MT_F32, nd, shape);
+    f.in[1] = HT(MT_F32, c);
+    f.in[2] = HT(MT_F32, c);
+    fill_normal(&f.in[0], 1.5);
+    fill_uniform(&f.in[1], 0.5, 2);
+    fill_uniform(&f.in[2], -1, 1);
+    f.out[0] = H_like(&f.in[0]);
+    f.out[1] = HT(MT_F32, c);
+    f.out[2] = HT(MT_F32, c);
+    mt_tensor dy = H_like(&f.in[0]);
+    fill_uniform(&dy, -1, 1);
+    io b = {.nin = 4, .nout = 4, .in = {f.in[0], f.in[1], f.in[2], dy}};
+    b.out[0] = H_like(&f.in[0]);
+    b.out[1] = HT(MT_F32, c);
+    b.out[2] = HT(MT_F32, c);
+    b.out[3] = HT(MT_F32, 2, c);
+    char label[128], dd[96];
+    snprintf(label, sizeof label, "training mode, x %s, eps %g", desc(&f.in[0], dd), eps);
+    for (int d = 0; d < MT_DEVICE_COUNT; d++) {
+        mt_tensor res[MAX_IO];
+        if (!g_have[d]) continue;
+        mt_status s = run_on(&g_ctx[d], call_bn_train_bwd, &bp, &b, res);
+        if (s == MT_ERR_UNSUPPORTED && d != MT_CPU) continue;
+        MT_CHECK_OK(s);
+        if (s != MT_OK) continue;
+        mt_tensor dbeta = mt_tensor_1d(F(&res[3]), MT_F32, MT_CPU, c);
+        mt_tensor dgamma = mt_tensor_1d(F(&res[3]) + c, MT_F32, MT_CPU, c);
+        fd_check(&g_ctx[d], "bn_bwd", label, call_bn_train_fwd, &bp, &f, 0, F(&dy), &res[0], 1e-3);
+        fd_check(&g_ctx[d], "bn_bwd_reduce", label, call_bn_train_fwd, &bp, &f, 1, F(&dy), &dgamma,
+                 1e-3);
+        fd_check(&g_ctx[d], "bn_bwd_reduce", label, call_bn_train_fwd, &bp, &f, 2, F(&dy), &dbeta,
+                 1e-3);
+    }
+    /* eval mode: fixed statistics, so y is affine in x */
+    bn_p ev = {eps, true, false, false, 0};
+    io fe = {.nin = 5, .nout = 1, .in = {f.in[0], HT(MT_F32, c), HT(MT_F32, c), f.in[1], f.in[2]}};
+    fe.out[0] = H_like(&f.in[0]);
+    fill_uniform(&fe.in[1], -0.5, 0.5);
+    fill_uniform(&fe.in[2], 0.5, 2);
+    io be = {
+        .nin = 7, .nout = 1, .in = {f.in[0], dy, fe.in[1], fe.in[2], f.in[1], f.in[1], f.in[1]}};
+    be.out[0] = H_like(&f.in[0]);
+    snprintf(label, sizeof label, "eval mode, x %s", desc(&f.in[0], dd));
+    for (int d = 0; d < MT_DEVICE_COUNT; d++) {
+        mt_tensor grad;
+        if (g_have[d] && grad_on(&g_ctx[d], call_bn_bwd, &ev, &be, &grad))
+            fd_check(&g_ctx[d], "bn_bwd", label, call_bn_fwd, &ev, &fe, 0, F(&dy), &grad, 1e-2);
+    }
+}
+
+static void test_bn(void) {
+    rng_seed(21);
+    bn_case(2, (int64_t[]){1, 3}, 0, 1, true, false, 1e-5f); /* one row: variance 0 */
+    bn_case(2, (int64_t[]){7, 5}, 0.5, 1, true, false, 1e-5f);
+    bn_case(4, (int64_t[]){2, 3, 4, 6}, -1, 2, true, true, 1e-5f);
+    bn_case(4, (int64_t[]){3, 5, 2, 1}, 0, 1, false, false, 1e-3f);
+    bn_case(4, (int64_t[]){2, 5, 7, 16}, 100, 0.01, true, false, 1e-5f); /* mean >> spread */
+    bn_case(1, (int64_t[]){9}, 0, 3, true, true, 0.1f);                  /* 1-D: one row of 9 */
+    bn_case(4, (int64_t[]){4, 15, 15, 70}, 0.2, 1, true, false, 1e-5f);  /* chunks, threads */
+    bn_case(2, (int64_t[]){40, 2100}, 0, 1, true, true, 1e-5f);          /* wide rows */
+    bn_fd_case(2, (int64_t[]){6, 4}, 1e-5f);
+    bn_fd_case(4, (int64_t[]){2, 3, 3, 5}, 1e-3f);
+    bn_fd_case(4, (int64_t[]){3, 2, 5, 2}, 1e-5f);
+}
+
+/* ==== pooling ================================================================================= */
+
+/* in: x; out: y, argmax */
+static mt_status call_maxpool_fwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    return mt_maxpool2d_fwd(ctx, p, &in[0], &out[0], &out[1]);
+}
+
+/* in: argmax, dy; out: dx */
+static mt_status call_maxpool_bwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    return mt_maxpool2d_bwd(ctx, p, &in[0], &in[1], &out[0]);
+}
+
+/* in: x; out: y */
+static mt_status call_avgpool_fwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    return mt_avgpool2d_fwd(ctx, p, &in[0], &out[0]);
+}
+
+/* in: dy; out: dx */
+static mt_status call_avgpool_bwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    return mt_avgpool2d_bwd(ctx, p, &in[0], &out[0]);
+}
+
+/* PyTorch's pooling_output_shape, written out. */
+static int64_t pool_out_ref(int64_t in, int k, int s, int pad, bool ceil_mode) {
+    int64_t num = in + 2 * pad - (k - 1) - 1 + (ceil_mode ? s - 1 : 0);
+    int64_t out = (num >= 0 ? num / s : -((-num + s - 1) / s)) + 1;
+    if (ceil_mode && (out - 1) * s >= in + pad) out--;
+    return out;
+}
+
+/* x filled with distinct values at least 0.01 apart (a shuffled ramp), so that no perturbation of
+ * finite differences changes which element wins a max. */
+static void fill_distinct(mt_tensor *t) {
+    int64_t n = N(t);
+    for (int64_t i = 0; i < n; i++) F(t)[i] = (float)((i - n / 2) * 0.01);
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = rng_int(0, i);
+        float v = F(t)[i];
+        F(t)[i] = F(t)[j];
+        F(t)[j] = v;
+    }
+}
+
+static void pool_case(bool is_max, int64_t n, int64_t h, int64_t w, int64_t c,
+                      mt_pool2d_params pp) {
+    int64_t p = pool_out_ref(h, pp.kh, pp.stride_h, pp.pad_h, pp.ceil_mode);
+    int64_t q = pool_out_ref(w, pp.kw, pp.stride_w, pp.pad_w, pp.ceil_mode);
+    io f = {.nin = 1, .nout = is_max ? 2 : 1};
+    f.in[0] = HT(MT_F32, n, h, w, c);
+    fill_distinct(&f.in[0]);
+    f.out[0] = HT(MT_F32, n, p, q, c);
+    if (is_max) f.out[1] = HT(MT_I32, n, p, q, c);
+    int64_t ny = N(&f.out[0]), nx = N(&f.in[0]);
+    double *y = DBL(ny), *arg = DBL(ny), *dx = DBL(nx), *dxmag = DBL(nx);
+    mt_tensor dy = H_like(&f.out[0]), argt = HT(MT_I32, n, p, q, c);
+    fill_uniform(&dy, -1, 1);
+    for (int64_t i = 0; i < nx; i++) dx[i] = dxmag[i] = 0;
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t oh = 0; oh < p; oh++)
+            for (int64_t ow = 0; ow < q; ow++)
+                for (int64_t k = 0; k < c; k++) {
+                    int64_t h0 = oh * pp.stride_h - pp.pad_h, w0 = ow * pp.stride_w - pp.pad_w;
+                    int64_t h1 = h0 + pp.kh, w1 = w0 + pp.kw, cnt = 0;
+                    int64_t full = ((h1 < h + pp.pad_h ? h1 : h + pp.pad_h) - h0) *
+                                   ((w1 < w + pp.pad_w ? w1 : w + pp.pad_w) - w0);
+                    double best = -INFINITY, sum = 0;
+                    int64_t at = -1;
+                    for (int64_t ih = h0; ih < h1; ih++)
+                        for (int64_t iw = w0; iw < w1; iw++) {
+                            if (ih < 0 || ih >= h || iw < 0 || iw >= w) continue;
+                            double v = F(&f.in[0])[((b * h + ih) * w + iw) * c + k];
+                            cnt++;
+                            sum += v;
+                            if (v > best) best = v, at = ih * w + iw;
+                        }
+                    int64_t o = ((b * p + oh) * q + ow) * c + k;
+                    double div = pp.count_include_pad ? (double)full : (double)cnt;
+                    double g = F(&dy)[o];
+                    y[o] = is_max ? best : sum / div;
+                    arg[o] = (double)at;
+                    I32(&argt)[o] = (int32_t)at;
+                    for (int64_t ih = h0; ih < h1; ih++)
+                        for (int64_t iw = w0; iw < w1; iw++) {
+                            if (ih < 0 || ih >= h || iw < 0 || iw >= w) continue;
+                            if (is_max && ih * w + iw != at) continue;
+                            int64_t xi = ((b * h + ih) * w + iw) * c + k;
+                            dx[xi] += is_max ? g : g / div;
+                            dxmag[xi] += fabs(is_max ? g : g / div);
+                        }
+                }
+    char label[200], dd[96];
+    snprintf(label, sizeof label, "x %s, kernel %dx%d, stride %dx%d, pad %dx%d%s%s",
+             desc(&f.in[0], dd), pp.kh, pp.kw, pp.stride_h, pp.stride_w, pp.pad_h, pp.pad_w,
+             pp.ceil_mode ? ", ceil_mode" : "",
+             !is_max && pp.count_include_pad ? ", count_include_pad" : "");
+    io b = {.nin = is_max ? 2 : 1, .nout = 1};
+    b.out[0] = H_like(&f.in[0]);
+    if (is_max) {
+        b.in[0] = argt, b.in[1] = dy;
+        run_case("maxpool2d_fwd", label, call_maxpool_fwd, &pp, &f,
+                 (expect[]){{y, NULL, 0, 1.0}, {arg, NULL, 0, 1.0}}, NULL);
+        run_case("maxpool2d_bwd", label, call_maxpool_bwd, &pp, &b,
+                 (expect[]){{dx, dxmag, F32_TOL, 1.0}}, NULL);
+    } else {
+        b.in[0] = dy;
+        run_case("avgpool2d_fwd", label, call_avgpool_fwd, &pp, &f,
+                 (expect[]){{y, NULL, F32_TOL, 1.0}}, NULL);
+        run_case("avgpool2d_bwd", label, call_avgpool_bwd, &pp, &b,
+                 (expect[]){{dx, dxmag, F32_TOL, 1.0}}, NULL);
+    }
+    for (int d = 0; d < MT_DEVICE_COUNT; d++) {
+        mt_tensor grad;
+        if (!g_have[d] ||
+            !grad_on(&g_ctx[d], is_max ? call_maxpool_bwd : call_avgpool_bwd, &pp, &b, &grad))
+            continue;
+        fd_check(&g_ctx[d], is_max ? "maxpool2d_bwd" : "avgpool2d_bwd", label,
+                 is_max ? call_maxpool_fwd : call_avgpool_fwd, &pp, &f, 0, F(&dy), &grad, 1e-3);
+    }
+}
+
+/* kernel, stride, pad, ceil_mode, count_include_pad */
+#define POOL(kh, kw, sh, sw, ph, pw, ceil, cip)                                                    \
+    ((mt_pool2d_params){kh, kw, sh, sw, ph, pw, ceil, cip})
+
+static void test_pool(void) {
+    rng_seed(22);
+    for (int m = 1; m >= 0; m--) {
+        bool mx = m;
+        pool_case(mx, 2, 7, 7, 3, POOL(3, 3, 2, 2, 1, 1, false, true)); /* ResNet's stem pool */
+        pool_case(mx, 1, 8, 8, 4, POOL(2, 2, 2, 2, 0, 0, false, true));
+        pool_case(mx, 2, 6, 5, 3, POOL(3, 3, 2, 2, 1, 1, true, true)); /* ceil: windows hang over */
+        pool_case(mx, 1, 5, 5, 2, POOL(2, 2, 2, 2, 0, 0, true, false));
+        pool_case(mx, 1, 5, 7, 2, POOL(3, 3, 3, 3, 1, 1, true, true));   /* ceil rule drops one */
+        pool_case(mx, 2, 6, 6, 5, POOL(3, 3, 1, 1, 1, 1, false, false)); /* overlapping windows */
+        pool_case(mx, 1, 7, 9, 3, POOL(2, 3, 1, 2, 1, 1, false, true));  /* asymmetric */
+        pool_case(mx, 1, 7, 9, 3, POOL(2, 3, 1, 2, 1, 1, true, false));
+        pool_case(mx, 3, 1, 1, 2, POOL(1, 1, 1, 1, 0, 0, false, true));    /* identity */
+        pool_case(mx, 2, 7, 7, 9, POOL(7, 7, 7, 7, 0, 0, false, true));    /* global */
+        pool_case(mx, 2, 9, 9, 70, POOL(3, 3, 2, 2, 1, 1, true, false));   /* channel blocks */
+        pool_case(mx, 4, 28, 28, 16, POOL(3, 3, 2, 2, 1, 1, false, true)); /* threads */
+    }
+    /* Max: a NaN wins and stays (PyTorch propagates it); a window of -inf still names its first
+     * element */
+    mt_pool2d_params pp = POOL(2, 2, 2, 2, 0, 0, false, true);
+    io f = {.nin = 1, .nout = 2};
+    f.in[0] = HT(MT_F32, 1, 2, 2, 2);
+    float vals[8] = {1, -INFINITY, NAN, -INFINITY, 5, -INFINITY, 2, -INFINITY};
+    memcpy(f.in[0].data, vals, sizeof vals);
+    f.out[0] = HT(MT_F32, 1, 1, 1, 2);
+    f.out[1] = HT(MT_I32, 1, 1, 1, 2);
+    double y[2] = {NAN, -INFINITY}, a[2] = {1, 0};
+    run_case("maxpool2d_fwd", "NaN and -inf", call_maxpool_fwd, &pp, &f,
+             (expect[]){{y, NULL, 0, 1.0}, {a, NULL, 0, 1.0}}, NULL);
+}
+
+/* ==== dropout ================================================================================= */
+
+typedef struct drop_p {
+    float p;
+    uint64_t seed, stream, offset;
+    bool alias; /* y is x (forward), dx is dy (backward) */
+} drop_p;
+
+/* in: x; out: y, mask */
+static mt_status call_dropout_fwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const drop_p *d = p;
+    if (!d->alias)
+        return mt_dropout_fwd(ctx, d->p, d->seed, d->stream, d->offset, &in[0], &out[0], &out[1]);
+    MT_TRY(mt_tensor_copy(ctx, &out[0], &in[0]));
+    return mt_dropout_fwd(ctx, d->p, d->seed, d->stream, d->offset, &out[0], &out[0], &out[1]);
+}
+
+/* in: mask, dy; out: dx */
+static mt_status call_dropout_bwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const drop_p *d = p;
+    if (!d->alias) return mt_dropout_bwd(ctx, d->p, &in[0], &in[1], &out[0]);
+    MT_TRY(mt_tensor_copy(ctx, &out[0], &in[1]));
+    return mt_dropout_bwd(ctx, d->p, &in[0], &out[0], &out[0]);
+}
+
+/* The mask as ops.h defines it, drawn sequentially: element i keeps when the (offset + i)-th
+ * uniform of the stream (seed, stream, index 0) is at least p. */
+static void dropout_mask_ref(const drop_p *d, int64_t n, uint8_t *mask) {
+    mt_rng r;
+    mt_rng_init(&r, d->seed, d->stream, 0);
+    for (uint64_t i = 0; i < d->offset; i++) mt_rng_u32(&r);
+    for (int64_t i = 0; i < n; i++) mask[i] = mt_rng_uniform(&r) >= d->p;
+}
+
+static void dropout_case(int nd, const int64_t *shape, drop_p dp) {
+    io f = {.nin = 1, .nout = 2};
+    f.in[0] = H(MT_F32, nd, shape);
+    fill_uniform(&f.in[0], -2, 2);
+    f.out[0] = H(MT_F32, nd, shape);
+    f.out[1] = H(MT_U8, nd, shape);
+    int64_t n = N(&f.in[0]), kept = 0;
+    uint8_t *mask = test_alloc((size_t)n);
+    dropout_mask_ref(&dp, n, mask);
+    double *y = DBL(n), *mv = DBL(n), *dx = DBL(n);
+    mt_tensor dy = H(MT_F32, nd, shape), mt = H(MT_U8, nd, shape);
+    fill_uniform(&dy, -1, 1);
+    for (int64_t i = 0; i < n; i++) {
+        kept += mask[i];
+        ((uint8_t *)mt.data)[i] = mask[i];
+        mv[i] = mask[i];
+        y[i] = mask[i] ? F(&f.in[0])[i] / (1.0 - dp.p) : 0;
+        dx[i] = mask[i] ? F(&dy)[i] / (1.0 - dp.p) : 0;
+    }
+    char label[160], dd[96];
+    snprintf(label, sizeof label,
+             "x %s, p %g, seed %" PRIu64 ", stream %" PRIu64 ", offset %" PRIu64 " (%" PRId64
+             " kept)%s",
+             desc(&f.in[0], dd), dp.p, dp.seed, dp.stream, dp.offset, kept,
+             dp.alias ? ", in place" : "");
+    run_case("dropout_fwd", label, call_dropout_fwd, &dp, &f,
+             (expect[]){{y, NULL, F32_TOL, 1.0}, {mv, NULL, 0, 1.0}}, NULL);
+    io b = {.nin = 2, .nout = 1, .in = {mt, dy}, .out = {H_like(&dy)}};
+    run_case("dropout_bwd", label, call_dropout_bwd, &dp, &b, (expect[]){{dx, NULL, F32_TOL, 1.0}},
+             NULL);
+    drop_p plain = dp;
+    plain.alias = false;
+    for (int d = 0; d < MT_DEVICE_COUNT; d++) {
+        mt_tensor grad;
+        if (g_have[d] && grad_on(&g_ctx[d], call_dropout_bwd, &plain, &b, &grad))
+            fd_check(&g_ctx[d], "dropout_bwd", label, call_dropout_fwd, &plain, &f, 0, F(&dy),
+                     &grad, 1e-2);
+    }
+}
+
+static void test_dropout(void) {
+    rng_seed(23);
+    dropout_case(1, (int64_t[]){1}, (drop_p){0.5f, 1, 2, 0, false});
+    dropout_case(2, (int64_t[]){7, 9}, (drop_p){0.1f, 42, 7, 0, false});
+    dropout_case(2, (int64_t[]){7, 9}, (drop_p){0.1f, 42, 7, 5, true}); /* offset: not a block */
+    dropout_case(4, (int64_t[]){2, 3, 4, 5}, (drop_p){0.5f, 3, 1, 1003, false});
+    dropout_case(2, (int64_t[]){3, 4}, (drop_p){0.0f, 9, 9, 0, false});       /* keeps everything */
+    dropout_case(2, (int64_t[]){3, 4}, (drop_p){1.0f, 9, 9, 0, true});        /* drops everything */
+    dropout_case(2, (int64_t[]){129, 257}, (drop_p){0.3f, 77, 12, 2, false}); /* threads */
+    /* The keep rate, and offsets: the mask of one call continues another's. */
+    mt_ctx *ctx = &g_ctx[MT_CPU];
+    int64_t n = 200000, kept = 0;
+    mt_tensor x = HT(MT_F32, n), y = HT(MT_F32, n), m = HT(MT_U8, n), m2 = HT(MT_U8, n - 1000);
+    mt_tensor y2 = HT(MT_F32, n - 1000), x2 = HT(MT_F32, n - 1000);
+    fill_uniform(&x, 1, 2);
+    memcpy(x2.data, F(&x) + 1000, (size_t)(n - 1000) * sizeof(float));
+    MT_CHECK_OK(mt_dropout_fwd(ctx, 0.3f, 5, 6, 0, &x, &y, &m));
+    MT_CHECK_OK(mt_dropout_fwd(ctx, 0.3f, 5, 6, 1000, &x2, &y2, &m2));
+    for (int64_t i = 0; i < n; i++) kept += ((uint8_t *)m.data)[i];
+    MT_CHECK(fabs(kept / (double)n - 0.7) < 0.005, "(kept %.4f, expected 0.7)", kept / (double)n);
+    MT_CHECK(memcmp((uint8_t *)m.data + 1000, m2.data, (size_t)(n - 1000)) == 0);
+    MT_CHECK(memcmp(F(&y) + 1000, y2.data, (size_t)(n - 1000) * sizeof(float)) == 0);
+    /* another stream or seed gives another mask; a huge offset still draws fairly */
+    MT_CHECK_OK(mt_dropout_fwd(ctx, 0.3f, 5, 7, 1000, &x2, &y2, &m2));
+    MT_CHECK(memcmp((uint8_t *)m.data + 1000, m2.data, (size_t)(n - 1000)) != 0);
+    MT_CHECK_OK(mt_dropout_fwd(ctx, 0.3f, 5, 6, (uint64_t)1 << 40, &x2, &y2, &m2));
+    kept = 0;
+    for (int64_t i = 0; i < n - 1000; i++) kept += ((uint8_t *)m2.data)[i];
+    MT_CHECK(fabs(kept / (double)(n - 1000) - 0.7) < 0.005);
+}
+
+/* ==== channel concatenation =================================================================== */
+
+typedef struct chan_p {
+    int64_t offset;
+    float beta;
+} chan_p;
+
+/* in: src; out: dst (its other channels must survive) */
+static mt_status call_channels_put(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    return mt_channels_put(ctx, &in[0], ((const chan_p *)p)->offset, &out[0]);
+}
+
+/* in: src; out: out */
+static mt_status call_channels_get(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const chan_p *c = p;
+    return mt_channels_get(ctx, &in[0], c->offset, c->beta, &out[0]);
+}
+
+/* src (lead..., cs) into dst (lead..., cd) at offset, and back out of it with beta. */
+static void channels_case(int nd, const int64_t *lead, int64_t cs, int64_t cd, int64_t offset,
+                          float beta) {
+    int64_t ss[4], sd[4];
+    for (int i = 0; i < nd - 1; i++) ss[i] = sd[i] = lead[i];
+    ss[nd - 1] = cs, sd[nd - 1] = cd;
+    chan_p cp = {offset, beta};
+    io put = {.nin = 1, .nout = 1, .in = {H(MT_F32, nd, ss)}, .out = {H(MT_F32, nd, sd)}};
+    fill_uniform(&put.in[0], -1, 1);
+    fill_uniform(&put.out[0], -1, 1);
+    int64_t rows = N(&put.in[0]) / (cs ? cs : 1), nd_ = N(&put.out[0]);
+    double *want = DBL(nd_), *got = DBL(N(&put.in[0]));
+    for (int64_t i = 0; i < nd_; i++) want[i] = F(&put.out[0])[i];
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < cs; j++) want[r * cd + offset + j] = F(&put.in[0])[r * cs + j];
+    /* get reads the same columns back out of the (original) dst into out of src's shape */
+    io get = {.nin = 1, .nout = 1, .in = {put.out[0]}, .out = {H(MT_F32, nd, ss)}};
+    if (beta == 0)
+        for (int64_t i = 0; i < N(&get.out[0]); i++) F(&get.out[0])[i] = NAN;
+    else
+        fill_uniform(&get.out[0], -1, 1);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < cs; j++) {
+            double o = F(&get.out[0])[r * cs + j];
+            got[r * cs + j] = (beta == 0 ? 0 : beta * o) + F(&put.out[0])[r * cd + offset + j];
+        }
+    char label[128], d1[96], d2[96];
+    snprintf(label, sizeof label, "src %s, dst %s, offset %" PRId64 ", beta %g",
+             desc(&put.in[0], d1), desc(&put.out[0], d2), offset, beta);
+    run_case("channels_put", label, call_channels_put, &cp, &put, (expect[]){{want, NULL, 0, 1.0}},
+             NULL);
+    run_case("channels_get", label, call_channels_get, &cp, &get,
+             (expect[]){{got, NULL, F32_TOL, 1.0}}, NULL);
+}
+
+static void test_channels(void) {
+    rng_seed(24);
+    channels_case(4, (int64_t[]){2, 3, 4}, 5, 12, 7, 0); /* the last channels */
+    channels_case(4, (int64_t[]){2, 3, 4}, 5, 12, 0, 1); /* the first */
+    channels_case(4, (int64_t[]){1, 5, 5}, 3, 11, 4, 1); /* the middle, accumulating */
+    channels_case(1, (int64_t[]){0}, 4, 9, 2, 0);        /* one row */
+    channels_case(2, (int64_t[]){5}, 6, 6, 0, 0);        /* all of it */
+    channels_case(2, (int64_t[]){7}, 3, 8, 5, 0.5f);
+    channels_case(4, (int64_t[]){8, 14, 14}, 32, 96, 64, 1); /* threads */
+}
+
+/* ==== optimizer steps ========================================================================= */
+
+typedef struct sgd_p {
+    float lr, momentum, dampening, wd;
+    bool nesterov;
+    int steps;
+} sgd_p;
+
+/* A view of row t of a (steps, n) tensor with param's shape. */
+static mt_tensor step_row(const mt_tensor *grads, const mt_tensor *param, int t) {
+    mt_tensor g = *param;
+    g.data = (float *)grads->data + t * N(param);
+    return g;
+}
+
+/* in: grads (steps, n); out: param[, momentum_buf]. Several steps, the first marked first. */
+static mt_status call_sgd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const sgd_p *s = p;
+    for (int t = 0; t < s->steps; t++) {
+        mt_tensor g = step_row(&in[0], &out[0], t);
+        MT_TRY(mt_sgd_step(ctx, &out[0], &g, s->momentum > 0 ? &out[1] : NULL, s->lr, s->momentum,
+                           s->dampening, s->wd, s->nesterov, t == 0));
+    }
+    return MT_OK;
+}
+
+/* torch.optim.SGD's step, written out in double. */
+static void sgd_case(int nd, const int64_t *shape, sgd_p sp) {
+    io c = {.nin = 1, .nout = sp.momentum > 0 ? 2 : 1};
+    c.out[0] = H(MT_F32, nd, shape);
+    int64_t n = N(&c.out[0]);
+    c.in[0] = HT(MT_F32, sp.steps, n);
+    fill_uniform(&c.out[0], -1, 1);
+    fill_uniform(&c.in[0], -1, 1);
+    if (sp.momentum > 0) {
+        c.out[1] = H(MT_F32, nd, shape);
+        for (int64_t i = 0; i < n; i++) F(&c.out[1])[i] = NAN; /* the first step must not read it */
+    }
+    double *p = DBL(n), *buf = DBL(n);
+    for (int64_t i = 0; i < n; i++) p[i] = F(&c.out[0])[i];
+    for (int t = 0; t < sp.steps; t++)
+        for (int64_t i = 0; i < n; i++) {
+            double g = F(&c.in[0])[t * n + i] + (double)sp.wd * p[i];
+            if (sp.momentum > 0) {
+                buf[i] = t == 0 ? g : sp.momentum * buf[i] + (1.0 - sp.dampening) * g;
+                g = sp.nesterov ? g + sp.momentum * buf[i] : buf[i];
+            }
+            p[i] -= sp.lr * g;
+        }
+    char label[160], dd[96];
+    snprintf(label, sizeof label, "param %s, %d steps, lr %g, momentum %g, dampening %g, wd %g%s",
+             desc(&c.out[0], dd), sp.steps, sp.lr, sp.momentum, sp.dampening, sp.wd,
+             sp.nesterov ? ", nesterov" : "");
+    run_case("sgd_step", label, call_sgd, &sp, &c,
+             (expect[]){{p, NULL, F32_TOL, 1.0}, {buf, NULL, F32_TOL, 1.0}}, NULL);
+}
+
+typedef struct adamw_p {
+    float lr, b1, b2, eps, wd;
+    int64_t t0; /* the first step's t */
+    int steps;
+} adamw_p;
+
+/* in: grads (steps, n); out: param, m, v */
+static mt_status call_adamw(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const adamw_p *a = p;
+    for (int t = 0; t < a->steps; t++) {
+        mt_tensor g = step_row(&in[0], &out[0], t);
+        MT_TRY(mt_adamw_step(ctx, &out[0], &g, &out[1], &out[2], a->lr, a->b1, a->b2, a->eps, a->wd,
+                             a->t0 + t));
+    }
+    return MT_OK;
+}
+
+/* torch.optim.AdamW's step as its documentation writes it, in double. t0 > 1 continues from the
+ * moments given. */
+static void adamw_case(int nd, const int64_t *shape, adamw_p ap, double gscale) {
+    io c = {.nin = 1, .nout = 3};
+    c.out[0] = H(MT_F32, nd, shape);
+    c.out[1] = H(MT_F32, nd, shape);
+    c.out[2] = H(MT_F32, nd, shape);
+    int64_t n = N(&c.out[0]);
+    c.in[0] = HT(MT_F32, ap.steps, n);
+    fill_uniform(&c.out[0], -1, 1);
+    fill_uniform(&c.in[0], -gscale, gscale);
+    if (ap.t0 == 1) {
+        memset(c.out[1].data, 0, mt_tensor_bytes(&c.out[1]));
+        memset(c.out[2].data, 0, mt_tensor_bytes(&c.out[2]));
+    } else {
+        fill_uniform(&c.out[1], -gscale, gscale);
+        fill_uniform(&c.out[2], 0, gscale * gscale);
+    }
+    double *p = DBL(n), *m = DBL(n), *v = DBL(n);
+    for (int64_t i = 0; i < n; i++)
+        p[i] = F(&c.out[0])[i], m[i] = F(&c.out[1])[i], v[i] = F(&c.out[2])[i];
+    for (int s = 0; s < ap.steps; s++) {
+        double t = (double)(ap.t0 + s);
+        double bc1 = 1 - pow(ap.b1, t), bc2 = 1 - pow(ap.b2, t);
+        for (int64_t i = 0; i < n; i++) {
+            double g = F(&c.in[0])[s * n + i];
+            p[i] *= 1 - (double)ap.lr * ap.wd;
+            m[i] = ap.b1 * m[i] + (1 - (double)ap.b1) * g;
+            v[i] = ap.b2 * v[i] + (1 - (double)ap.b2) * g * g;
+            p[i] -= ap.lr * (m[i] / bc1) / (sqrt(v[i] / bc2) + ap.eps);
+        }
+    }
+    char label[160], dd[96];
+    snprintf(label, sizeof label,
+             "param %s, steps %" PRId64 "..%" PRId64 ", lr %g, betas (%g, %g), eps %g, wd %g, "
+             "grads ~%g",
+             desc(&c.out[0], dd), ap.t0, ap.t0 + ap.steps - 1, ap.lr, ap.b1, ap.b2, ap.eps, ap.wd,
+             gscale);
+    run_case("adamw_step", label, call_adamw, &ap, &c,
+             (expect[]){{p, NULL, F32_TOL, 1.0},
+                        {m, NULL, F32_TOL, 1e-3 * gscale},
+                        {v, NULL, F32_TOL, 1e-3 * gscale * gscale}},
+             NULL);
+}
+
+static void test_optim(void) {
+    rng_seed(25);
+    sgd_case(1, (int64_t[]){1}, (sgd_p){0.1f, 0, 0, 0, false, 1});
+    sgd_case(2, (int64_t[]){3, 7}, (sgd_p){0.05f, 0, 0, 1e-2f, false, 3}); /* plain, decay */
+    sgd_case(2, (int64_t[]){4, 5}, (sgd_p){0.1f, 0.9f, 0, 0, false, 5});   /* momentum */
+    sgd_case(3, (int64_t[]){2, 3, 4}, (sgd_p){0.1f, 0.9f, 0.1f, 5e-4f, false, 4}); /* dampening */
+    sgd_case(1, (int64_t[]){33}, (sgd_p){0.2f, 0.8f, 0, 1e-3f, true, 6});          /* nesterov */
+    sgd_case(2, (int64_t[]){300, 257}, (sgd_p){0.01f, 0.9f, 0, 1e-4f, true, 2});   /* threads */
+    adamw_case(1, (int64_t[]){1}, (adamw_p){1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1, 1}, 1);
+    adamw_case(2, (int64_t[]){5, 6}, (adamw_p){0.1f, 0.9f, 0.999f, 1e-8f, 0.01f, 1, 6}, 1);
+    adamw_case(2, (int64_t[]){5, 6}, (adamw_p){0.05f, 0.8f, 0.99f, 1e-6f, 0.1f, 1000, 3}, 0.1);
+    adamw_case(1, (int64_t[]){40}, (adamw_p){0.01f, 0.5f, 0.9f, 1e-3f, 0, 1, 4}, 1e-4); /* eps */
+    adamw_case(1, (int64_t[]){40}, (adamw_p){0.01f, 0.3f, 0.9f, 1e-8f, 0, 1, 3}, 1);    /* lerp 2 */
+    adamw_case(2, (int64_t[]){300, 257}, (adamw_p){1e-3f, 0.9f, 0.999f, 1e-8f, 0.05f, 1, 2}, 1);
+}
+
+/* ==== sum of squares ========================================================================== */
+
+static mt_status call_sumsq(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    return mt_sumsq(ctx, &in[0], &out[0]);
+}
+
+static void sumsq_case(int nd, const int64_t *shape, float start, double scale) {
+    io c = {.nin = 1, .nout = 1, .in = {H(MT_F32, nd, shape)}, .out = {HT(MT_F32, 1)}};
+    fill_normal(&c.in[0], scale);
+    F(&c.out[0])[0] = start;
+    double s = start, mag = fabs(start);
+    for (int64_t i = 0; i < N(&c.in[0]); i++) {
+        s += (double)F(&c.in[0])[i] * F(&c.in[0])[i];
+        mag += (double)F(&c.in[0])[i] * F(&c.in[0])[i];
+    }
+    char label[96], dd[96];
+    snprintf(label, sizeof label, "x %s, out starts at %g", desc(&c.in[0], dd), start);
+    run_case("sumsq", label, call_sumsq, NULL, &c, (expect[]){{&s, &mag, F32_TOL, 1e-30}}, NULL);
+}
+
+static void test_sumsq(void) {
+    rng_seed(26);
+    sumsq_case(1, (int64_t[]){1}, 0, 1);
+    sumsq_case(2, (int64_t[]){3, 5}, 2.5f, 1);
+    sumsq_case(4, (int64_t[]){2, 3, 4, 5}, -1, 1e-3); /* out += even when out < 0 */
+    sumsq_case(1, (int64_t[]){300007}, 0, 1);         /* several partial sums */
+    sumsq_case(2, (int64_t[]){1000, 1000}, 1e3f, 1e4);
+}
+
 /* ==== bad arguments =========================================================================== */
 
 static void test_bad_args(void) {
@@ -1544,10 +2472,188 @@ static void test_bad_args(void) {
                    "not initialised");
 }
 
+/* Bad arguments of the layer and optimizer ops: each check fails with a message that names the op
+ * and shows the tensors. */
+static void test_bad_args_layers(void) {
+    mt_ctx *ctx = &g_ctx[MT_CPU];
+    static float buf[8192];
+    static int32_t ibuf[512];
+    static uint8_t mbuf[512];
+    for (int i = 0; i < 8192; i++) buf[i] = 0.25f;
+#define T4(off, a, b, c, d) mt_tensor_4d(buf + (off), MT_F32, MT_CPU, a, b, c, d)
+#define T1(off, a)          mt_tensor_1d(buf + (off), MT_F32, MT_CPU, a)
+#define REF(t)              ((mt_tensor[]){t}) /* a pointer to a temporary tensor */
+    /* conv: x (2,6,6,4), w (8,3,3,4), y (2,6,6,8) with stride 1, pad 1 */
+    mt_conv2d_params cp = CONV(1, 1, 1, 1, 1, 1, 1);
+    mt_tensor x = T4(0, 2, 6, 6, 4), w = T4(400, 8, 3, 3, 4), y = T4(800, 2, 6, 6, 8);
+    mt_tensor b8 = T1(1400, 8), b7 = T1(1400, 7), wg = T4(400, 8, 3, 3, 2);
+    MT_CHECK_OK(mt_conv2d_fwd(ctx, &cp, &x, &w, &b8, &y));
+    MT_CHECK_FAILS(mt_conv2d_fwd(ctx, NULL, &x, &w, NULL, &y), MT_ERR_ARG,
+                   "conv2d_fwd: params is NULL");
+    MT_CHECK_FAILS(mt_conv2d_fwd(ctx, &CONV(0, 1, 1, 1, 1, 1, 1), &x, &w, NULL, &y), MT_ERR_ARG,
+                   "conv2d_fwd: stride 0x1");
+    MT_CHECK_FAILS(mt_conv2d_fwd(ctx, &CONV(1, 1, 1, 1, 0, 1, 1), &x, &w, NULL, &y), MT_ERR_ARG,
+                   "conv2d_fwd: dilation 0x1");
+    MT_CHECK_FAILS(mt_conv2d_fwd(ctx, &CONV(1, 1, -1, 1, 1, 1, 1), &x, &w, NULL, &y), MT_ERR_ARG,
+                   "conv2d_fwd: padding -1x1");
+    MT_CHECK_FAILS(mt_conv2d_fwd(ctx, &CONV(1, 1, 1, 1, 1, 1, 0), &x, &w, NULL, &y), MT_ERR_ARG,
+                   "conv2d_fwd: groups 0");
+    MT_CHECK_FAILS(mt_conv2d_fwd(ctx, &CONV(1, 1, 1, 1, 1, 1, 3), &x, &wg, NULL, &y), MT_ERR_SHAPE,
+                   "conv2d_fwd: x [2,6,6,4] f32 cpu: groups 3 does not divide its 4 channels");
+    MT_CHECK_FAILS(mt_conv2d_fwd(ctx, &CONV(1, 1, 1, 1, 1, 1, 2), &x, REF(T4(400, 7, 3, 3, 2)),
+                                 NULL, REF(T4(800, 2, 6, 6, 7))),
+                   MT_ERR_SHAPE, "conv2d_fwd: w [7,3,3,2] f32 cpu: groups 2 does not divide",
+                   "7 filters");
+    MT_CHECK_FAILS(mt_conv2d_fwd(ctx, &CONV(1, 1, 1, 1, 1, 1, 2), &x, &w, NULL, &y), MT_ERR_SHAPE,
+                   "conv2d_fwd: x [2,6,6,4] f32 cpu and w [8,3,3,4] f32 cpu",
+                   "expected 2 channels per filter (C/groups = 4/2)");
+    MT_CHECK_FAILS(mt_conv2d_fwd(ctx, &CONV(1, 1, 0, 0, 4, 4, 1), &x, &w, NULL, &y), MT_ERR_SHAPE,
+                   "conv2d_fwd", "dilation 4x4", "kernel is larger than the padded input");
+    MT_CHECK_FAILS(mt_conv2d_fwd(ctx, &CONV(2, 2, 1, 1, 1, 1, 1), &x, &w, NULL, &y), MT_ERR_SHAPE,
+                   "conv2d_fwd: y [2,6,6,8] f32 cpu: expected [2,3,3,8] f32 cpu", "stride 2x2");
+    MT_CHECK_FAILS(mt_conv2d_fwd(ctx, &cp, &x, &w, &b7, &y), MT_ERR_SHAPE,
+                   "conv2d_fwd: bias [7] f32 cpu: expected [8]", "one per filter");
+    MT_CHECK_FAILS(mt_conv2d_fwd(ctx, &cp, REF(T1(0, 144)), &w, NULL, &y), MT_ERR_SHAPE,
+                   "conv2d_fwd: x [144] f32 cpu: expected 4 dims");
+    mt_tensor xh = x;
+    xh.dtype = MT_BF16;
+    MT_CHECK_FAILS(mt_conv2d_fwd(ctx, &cp, &xh, &w, NULL, &y), MT_ERR_SHAPE,
+                   "conv2d_fwd: x [2,6,6,4] bf16 cpu: expected dtype f32");
+    MT_CHECK_FAILS(mt_conv2d_fwd(ctx, &cp, &x, &w, NULL, REF(T4(100, 2, 6, 6, 8))), MT_ERR_ARG,
+                   "conv2d_fwd: y", "overlaps x");
+    MT_CHECK_FAILS(mt_conv2d_bwd_data(ctx, &cp, &x, &w, &y), MT_ERR_SHAPE,
+                   "conv2d_bwd_data: dx [2,6,6,8] f32 cpu and w [8,3,3,4]",
+                   "expected 8 channels per filter");
+    MT_CHECK_FAILS(mt_conv2d_bwd_data(ctx, &cp, REF(T4(800, 2, 5, 6, 8)), &w, &x), MT_ERR_SHAPE,
+                   "conv2d_bwd_data: dy [2,5,6,8] f32 cpu: expected [2,6,6,8]");
+    MT_CHECK_FAILS(mt_conv2d_bwd_filter(ctx, &cp, &x, &y, &wg, NULL), MT_ERR_SHAPE,
+                   "conv2d_bwd_filter: x [2,6,6,4] f32 cpu and dw [8,3,3,2]");
+    MT_CHECK_FAILS(mt_conv2d_bwd_filter(ctx, &cp, &x, &y, &w, &b7), MT_ERR_SHAPE,
+                   "conv2d_bwd_filter: dbias [7]");
+    MT_CHECK_FAILS(mt_conv2d_bwd_filter(ctx, &cp, &x, &y, &w, REF(T1(420, 8))), MT_ERR_ARG,
+                   "conv2d_bwd_filter: dbias", "overlaps dw");
+
+    /* batch norm: x (6, 4) */
+    mt_tensor bx = mt_tensor_2d(buf, MT_F32, MT_CPU, 6, 4),
+              by = mt_tensor_2d(buf + 100, MT_F32, MT_CPU, 6, 4);
+    mt_tensor m4 = T1(200, 4), v4 = T1(210, 4), g4 = T1(220, 4), be4 = T1(230, 4), v3 = T1(210, 3);
+    mt_tensor s1 = T1(240, 4), s2 = T1(250, 4);
+    MT_CHECK_OK(mt_bn_fwd(ctx, &bx, &m4, &v4, 1e-5f, NULL, NULL, &by));
+    MT_CHECK_FAILS(mt_bn_stats(ctx, &bx, &m4, &v3), MT_ERR_SHAPE,
+                   "bn_stats: var [3] f32 cpu: expected [4]", "one per channel");
+    MT_CHECK_FAILS(mt_bn_stats(ctx, REF(mt_tensor_2d(buf, MT_F32, MT_CPU, 0, 4)), &m4, &v4),
+                   MT_ERR_SHAPE, "bn_stats: x [0,4] f32 cpu has no rows");
+    MT_CHECK_FAILS(mt_bn_stats(ctx, REF(mt_tensor_2d(buf, MT_F32, MT_CPU, 3, 0)), &m4, &v4),
+                   MT_ERR_SHAPE, "bn_stats: x [3,0] f32 cpu: no channels");
+    MT_CHECK_FAILS(mt_bn_fwd(ctx, &bx, &m4, &v4, -1.0f, &g4, &be4, &by), MT_ERR_ARG,
+                   "bn_fwd: eps -1");
+    MT_CHECK_FAILS(mt_bn_fwd(ctx, &bx, &m4, &v4, 1e-5f, &v3, &be4, &by), MT_ERR_SHAPE,
+                   "bn_fwd: gamma [3]");
+    MT_CHECK_FAILS(mt_bn_fwd(ctx, &bx, &m4, &v4, 1e-5f, &g4, &be4, REF(T4(100, 1, 2, 3, 4))),
+                   MT_ERR_SHAPE, "bn_fwd: x [6,4] f32 cpu and y [1,2,3,4]", "shapes differ");
+    MT_CHECK_FAILS(mt_bn_fwd(ctx, &bx, &m4, &v4, 1e-5f, &g4, &be4,
+                             REF(mt_tensor_2d(buf + 2, MT_F32, MT_CPU, 6, 4))),
+                   MT_ERR_ARG, "bn_fwd: y", "overlaps x", "without being the same tensor");
+    MT_CHECK_FAILS(mt_bn_bwd_reduce(ctx, &bx, REF(mt_tensor_2d(buf + 100, MT_F32, MT_CPU, 4, 6)),
+                                    &m4, &v4, 1e-5f, &s1, &s2),
+                   MT_ERR_SHAPE, "bn_bwd_reduce: x [6,4] f32 cpu and dy [4,6]");
+    MT_CHECK_FAILS(mt_bn_bwd_reduce(ctx, &bx, &by, &m4, &v4, 1e-5f, &s1, REF(T1(241, 4))),
+                   MT_ERR_ARG, "bn_bwd_reduce: sum_dy_xhat", "overlaps sum_dy");
+    MT_CHECK_FAILS(mt_bn_bwd(ctx, &bx, &by, &m4, &v4, 1e-5f, &g4, &s1, &s2, 0, true, &by),
+                   MT_ERR_ARG, "bn_bwd: count 0");
+    MT_CHECK_FAILS(mt_bn_bwd(ctx, &bx, &by, &m4, &v4, 1e-5f, &g4, NULL, &s2, 6, true, &by),
+                   MT_ERR_ARG, "bn_bwd: sum_dy is NULL");
+    MT_CHECK_OK(mt_bn_bwd(ctx, &bx, &by, &m4, &v4, 1e-5f, &g4, NULL, NULL, 0, false, &by));
+    MT_CHECK_FAILS(mt_bn_bwd(ctx, &bx, &by, &m4, &v4, 1e-5f, &g4, &s1, &s2, 6, true, &bx),
+                   MT_ERR_ARG, "bn_bwd: dx", "overlaps x");
+
+    /* pooling: x (2,6,6,3) */
+    mt_pool2d_params pp = POOL(3, 3, 2, 2, 1, 1, false, true);
+    mt_tensor px = T4(0, 2, 6, 6, 3), py = T4(300, 2, 3, 3, 3), pb = T4(300, 2, 4, 4, 3);
+    mt_tensor am = mt_tensor_4d(ibuf, MT_I32, MT_CPU, 2, 3, 3, 3);
+    MT_CHECK_OK(mt_maxpool2d_fwd(ctx, &pp, &px, &py, &am));
+    MT_CHECK_FAILS(mt_maxpool2d_fwd(ctx, &POOL(0, 3, 2, 2, 0, 0, false, true), &px, &py, &am),
+                   MT_ERR_ARG, "maxpool2d_fwd: kernel 0x3");
+    MT_CHECK_FAILS(mt_maxpool2d_fwd(ctx, &POOL(3, 3, 0, 2, 0, 0, false, true), &px, &py, &am),
+                   MT_ERR_ARG, "maxpool2d_fwd: stride 0x2");
+    MT_CHECK_FAILS(mt_maxpool2d_fwd(ctx, &POOL(3, 3, 2, 2, 2, 1, false, true), &px, &py, &am),
+                   MT_ERR_ARG, "maxpool2d_fwd: padding 2x1 with kernel 3x3", "half the kernel");
+    MT_CHECK_FAILS(mt_avgpool2d_fwd(ctx, &POOL(7, 7, 1, 1, 0, 0, false, true), &px, &py),
+                   MT_ERR_SHAPE, "avgpool2d_fwd: x [2,6,6,3] f32 cpu with kernel 7x7", "no output");
+    MT_CHECK_FAILS(mt_maxpool2d_fwd(ctx, &pp, &px, &pb, &am), MT_ERR_SHAPE,
+                   "maxpool2d_fwd: y [2,4,4,3] f32 cpu: expected [2,3,3,3]");
+    MT_CHECK_FAILS(mt_maxpool2d_fwd(ctx, &pp, &px, &py, &py), MT_ERR_SHAPE,
+                   "maxpool2d_fwd: argmax [2,3,3,3] f32 cpu: expected dtype i32");
+    MT_CHECK_OK(mt_avgpool2d_fwd(ctx, &POOL(3, 3, 2, 2, 1, 1, true, true), &px, &pb));
+    MT_CHECK_FAILS(mt_avgpool2d_bwd(ctx, &pp, &pb, &px), MT_ERR_SHAPE,
+                   "avgpool2d_bwd: dy [2,4,4,3] f32 cpu: expected [2,3,3,3]");
+    ibuf[5] = 36; /* outside the 6x6 map */
+    float before = buf[1000];
+    MT_CHECK_FAILS(mt_maxpool2d_bwd(ctx, &pp, &am, &py, REF(T4(1000, 2, 6, 6, 3))), MT_ERR_ARG,
+                   "maxpool2d_bwd: argmax[5] = 36 is outside the 6x6 map");
+    MT_CHECK(buf[1000] == before, "(dx was written before the argmax check)");
+
+    /* dropout */
+    mt_tensor dx12 = T1(0, 12), dy12 = T1(100, 12), mk = mt_tensor_1d(mbuf, MT_U8, MT_CPU, 12);
+    MT_CHECK_FAILS(mt_dropout_fwd(ctx, 1.5f, 1, 2, 0, &dx12, &dy12, &mk), MT_ERR_ARG,
+                   "dropout_fwd: p 1.5", "[0, 1]");
+    MT_CHECK_FAILS(mt_dropout_fwd(ctx, NAN, 1, 2, 0, &dx12, &dy12, &mk), MT_ERR_ARG,
+                   "dropout_fwd: p nan");
+    MT_CHECK_FAILS(mt_dropout_fwd(ctx, 0.5f, 1, 2, 0, &dx12, &dy12, &dy12), MT_ERR_SHAPE,
+                   "dropout_fwd: mask [12] f32 cpu: expected dtype u8");
+    MT_CHECK_FAILS(
+        mt_dropout_bwd(ctx, 0.5f, REF(mt_tensor_1d(mbuf, MT_U8, MT_CPU, 11)), &dy12, &dx12),
+        MT_ERR_SHAPE, "dropout_bwd: dy [12] f32 cpu and mask [11] u8 cpu");
+
+    /* channels */
+    mt_tensor src = mt_tensor_2d(buf, MT_F32, MT_CPU, 4, 3),
+              dst = mt_tensor_2d(buf + 100, MT_F32, MT_CPU, 4, 8);
+    MT_CHECK_OK(mt_channels_put(ctx, &src, 5, &dst));
+    MT_CHECK_FAILS(mt_channels_put(ctx, &src, 6, &dst), MT_ERR_SHAPE,
+                   "channels_put: src [4,3] f32 cpu at channel offset 6 does not fit in dst [4,8]",
+                   "(8 channels)");
+    MT_CHECK_FAILS(mt_channels_put(ctx, &src, -1, &dst), MT_ERR_SHAPE, "channels_put", "offset -1");
+    MT_CHECK_FAILS(mt_channels_get(ctx, &dst, 0, 1, REF(mt_tensor_2d(buf, MT_F32, MT_CPU, 5, 3))),
+                   MT_ERR_SHAPE, "channels_get: out [5,3] f32 cpu and src [4,8]",
+                   "leading dims differ");
+    MT_CHECK_FAILS(
+        mt_channels_get(ctx, &dst, 0, 1, REF(mt_tensor_2d(buf + 104, MT_F32, MT_CPU, 4, 3))),
+        MT_ERR_ARG, "channels_get: out", "overlaps src");
+
+    /* optimizer steps */
+    mt_tensor prm = T1(0, 10), grd = T1(20, 10), mom = T1(40, 10), v2 = T1(60, 10), g9 = T1(20, 9);
+    MT_CHECK_OK(mt_sgd_step(ctx, &prm, &grd, NULL, 0.1f, 0, 0, 0, false, true));
+    MT_CHECK_FAILS(mt_sgd_step(ctx, &prm, &grd, NULL, 0.1f, 0.9f, 0, 0, false, true), MT_ERR_ARG,
+                   "sgd_step: momentum 0.9 needs momentum_buf");
+    MT_CHECK_FAILS(mt_sgd_step(ctx, &prm, &grd, &mom, -0.1f, 0.9f, 0, 0, false, true), MT_ERR_ARG,
+                   "sgd_step: lr -0.1");
+    MT_CHECK_FAILS(mt_sgd_step(ctx, &prm, &grd, &mom, 0.1f, 0.9f, 0.1f, 0, true, true), MT_ERR_ARG,
+                   "sgd_step: nesterov needs momentum > 0 and dampening 0");
+    MT_CHECK_FAILS(mt_sgd_step(ctx, &prm, &g9, &mom, 0.1f, 0.9f, 0, 0, false, true), MT_ERR_SHAPE,
+                   "sgd_step: param [10] f32 cpu and grad [9]", "shapes differ");
+    MT_CHECK_FAILS(mt_sgd_step(ctx, &prm, &grd, REF(T1(5, 10)), 0.1f, 0.9f, 0, 0, false, true),
+                   MT_ERR_ARG, "sgd_step: momentum_buf", "overlaps param");
+    MT_CHECK_FAILS(mt_adamw_step(ctx, &prm, &grd, &mom, &v2, 1e-3f, 0.9f, 0.999f, 1e-8f, 0, 0),
+                   MT_ERR_ARG, "adamw_step: step t = 0");
+    MT_CHECK_FAILS(mt_adamw_step(ctx, &prm, &grd, &mom, &v2, 1e-3f, 1.0f, 0.999f, 1e-8f, 0, 1),
+                   MT_ERR_ARG, "adamw_step: betas (1, 0.999)");
+    MT_CHECK_FAILS(mt_adamw_step(ctx, &prm, &grd, &mom, &mom, 1e-3f, 0.9f, 0.999f, 1e-8f, 0, 1),
+                   MT_ERR_ARG, "adamw_step: v", "overlaps m");
+    MT_CHECK_FAILS(mt_adamw_step(ctx, &prm, &grd, &mom, &v2, 1e-3f, 0.9f, 0.999f, -1, 0, 1),
+                   MT_ERR_ARG, "adamw_step: eps -1");
+    MT_CHECK_FAILS(mt_sumsq(ctx, &prm, REF(T1(20, 2))), MT_ERR_SHAPE, "sumsq: out [2]",
+                   "one element");
+    MT_CHECK_FAILS(mt_sumsq(ctx, &prm, REF(T1(3, 1))), MT_ERR_ARG, "sumsq: out", "overlaps x");
+#undef T4
+#undef T1
+#undef REF
+}
+
 /* Every op reports MT_ERR_UNSUPPORTED, naming itself and the backend, when an entry is missing. */
 static mt_status call_by_name(mt_ctx *ctx, const char *op) {
-    static float f[256];
-    static int32_t ids[4];
+    static float f[512];
+    static int32_t ids[16];
+    static uint8_t mask[16];
     mt_tensor m22 = mt_tensor_2d(f, MT_F32, ctx->device, 2, 2),
               o22 = mt_tensor_2d(f + 16, MT_F32, ctx->device, 2, 2);
     mt_tensor m22b = mt_tensor_2d(f + 32, MT_F32, ctx->device, 2, 2),
@@ -1573,6 +2679,41 @@ static mt_status call_by_name(mt_ctx *ctx, const char *op) {
     if (!strcmp(op, "embedding_fwd")) return mt_embedding_fwd(ctx, &m22, &t2, &o22);
     if (!strcmp(op, "embedding_bwd")) return mt_embedding_bwd(ctx, &t2, &m22, &o22);
     if (!strcmp(op, "cast")) return mt_cast(ctx, &m22, &h4);
+    /* layers: 1x2x2x2 maps, a 1x1 convolution with two filters, 1x1 pools */
+    mt_device dev = ctx->device;
+    mt_tensor x4 = mt_tensor_4d(f + 128, MT_F32, dev, 1, 2, 2, 2),
+              y4 = mt_tensor_4d(f + 144, MT_F32, dev, 1, 2, 2, 2);
+    mt_tensor w4 = mt_tensor_4d(f + 160, MT_F32, dev, 2, 1, 1, 2),
+              a4 = mt_tensor_4d(ids, MT_I32, dev, 1, 2, 2, 2);
+    mt_tensor u2 = mt_tensor_1d(f + 176, MT_F32, dev, 2),
+              u2b = mt_tensor_1d(f + 192, MT_F32, dev, 2);
+    mt_tensor u4 = mt_tensor_1d(f + 208, MT_F32, dev, 4), mk = mt_tensor_2d(mask, MT_U8, dev, 2, 2);
+    mt_tensor o22b = mt_tensor_2d(f + 224, MT_F32, dev, 2, 2),
+              u2c = mt_tensor_1d(f + 240, MT_F32, dev, 2);
+    mt_conv2d_params cp = {1, 1, 0, 0, 1, 1, 1};
+    mt_pool2d_params pp = {1, 1, 1, 1, 0, 0, false, true};
+    if (!strcmp(op, "conv2d_fwd")) return mt_conv2d_fwd(ctx, &cp, &x4, &w4, NULL, &y4);
+    if (!strcmp(op, "conv2d_bwd_data")) return mt_conv2d_bwd_data(ctx, &cp, &y4, &w4, &x4);
+    if (!strcmp(op, "conv2d_bwd_filter")) return mt_conv2d_bwd_filter(ctx, &cp, &x4, &y4, &w4, &u2);
+    if (!strcmp(op, "bn_stats")) return mt_bn_stats(ctx, &m22, &u2, &u2b);
+    if (!strcmp(op, "bn_fwd")) return mt_bn_fwd(ctx, &m22, &v2, &u2b, 1e-5f, NULL, NULL, &o22);
+    if (!strcmp(op, "bn_bwd_reduce"))
+        return mt_bn_bwd_reduce(ctx, &m22, &m22b, &v2, &u2b, 1e-5f, &u2, &u2c);
+    if (!strcmp(op, "bn_bwd"))
+        return mt_bn_bwd(ctx, &m22, &m22b, &v2, &u2b, 1e-5f, NULL, NULL, NULL, 0, false, &o22);
+    if (!strcmp(op, "maxpool2d_fwd")) return mt_maxpool2d_fwd(ctx, &pp, &x4, &y4, &a4);
+    if (!strcmp(op, "maxpool2d_bwd")) return mt_maxpool2d_bwd(ctx, &pp, &a4, &y4, &x4);
+    if (!strcmp(op, "avgpool2d_fwd")) return mt_avgpool2d_fwd(ctx, &pp, &x4, &y4);
+    if (!strcmp(op, "avgpool2d_bwd")) return mt_avgpool2d_bwd(ctx, &pp, &y4, &x4);
+    if (!strcmp(op, "dropout_fwd")) return mt_dropout_fwd(ctx, 0.5f, 1, 2, 0, &m22, &o22, &mk);
+    if (!strcmp(op, "dropout_bwd")) return mt_dropout_bwd(ctx, 0.5f, &mk, &m22, &o22);
+    if (!strcmp(op, "channels_put")) return mt_channels_put(ctx, &u2, 1, &u4);
+    if (!strcmp(op, "channels_get")) return mt_channels_get(ctx, &u4, 2, 0, &u2);
+    if (!strcmp(op, "sgd_step"))
+        return mt_sgd_step(ctx, &o22, &m22, &o22b, 0.1f, 0.9f, 0, 0, false, true);
+    if (!strcmp(op, "adamw_step"))
+        return mt_adamw_step(ctx, &o22, &m22, &m22b, &o22b, 1e-3f, 0.9f, 0.999f, 1e-8f, 0, 1);
+    if (!strcmp(op, "sumsq")) return mt_sumsq(ctx, &m22, &l1);
     return mt_fail(MT_ERR_INTERNAL, "test_ops: no call for op '%s'", op);
 }
 
@@ -1644,6 +2785,55 @@ static void test_determinism(void) {
     fill_normal(&e.in[1], 1);
     memset(e.out[0].data, 0, mt_tensor_bytes(&e.out[0]));
     same_for_threads("embedding backward", call_emb_bwd, NULL, &e);
+
+    /* layers: sums over rows (bias and depthwise filter gradients, batch-norm statistics), and
+     * the scatters of pooling backwards */
+    conv_p cv = {CONV(1, 1, 1, 1, 1, 1, 1), true}, dw = {CONV(2, 2, 1, 1, 1, 1, 24), true};
+    io cf = {.nin = 2, .nout = 2};
+    cf.in[0] = HT(MT_F32, 3, 17, 19, 24);
+    cf.in[1] = HT(MT_F32, 3, 17, 19, 32);
+    fill_normal(&cf.in[0], 1);
+    fill_normal(&cf.in[1], 1);
+    cf.out[0] = HT(MT_F32, 32, 3, 3, 24);
+    cf.out[1] = HT(MT_F32, 32);
+    memset(cf.out[0].data, 0, mt_tensor_bytes(&cf.out[0]));
+    memset(cf.out[1].data, 0, mt_tensor_bytes(&cf.out[1]));
+    same_for_threads("conv filter and bias gradients", call_conv_bwd_filter, &cv, &cf);
+    cf.in[1] = HT(MT_F32, 3, 9, 10, 24);
+    fill_normal(&cf.in[1], 1);
+    cf.out[0] = HT(MT_F32, 24, 3, 3, 1);
+    cf.out[1] = HT(MT_F32, 24);
+    memset(cf.out[0].data, 0, mt_tensor_bytes(&cf.out[0]));
+    memset(cf.out[1].data, 0, mt_tensor_bytes(&cf.out[1]));
+    same_for_threads("depthwise filter gradients", call_conv_bwd_filter, &dw, &cf);
+    io bs = {
+        .nin = 1, .nout = 2, .in = {HT(MT_F32, 3001, 70)}, .out = {HT(MT_F32, 70), HT(MT_F32, 70)}};
+    fill_normal(&bs.in[0], 2);
+    same_for_threads("bn statistics", call_bn_stats, NULL, &bs);
+    bn_p bnp = {1e-5f, true, false, true, 3001};
+    io br = {.nin = 4, .nout = 2, .in = {bs.in[0], HT(MT_F32, 3001, 70), bs.out[0], bs.out[1]}};
+    fill_normal(&br.in[1], 1);
+    fill_uniform(&br.in[2], -1, 1);
+    fill_uniform(&br.in[3], 0.5, 2);
+    br.out[0] = HT(MT_F32, 70);
+    br.out[1] = HT(MT_F32, 70);
+    same_for_threads("bn backward sums", call_bn_bwd_reduce, &bnp, &br);
+    mt_pool2d_params pp = POOL(3, 3, 1, 1, 1, 1, false, true);
+    io pb = {
+        .nin = 1, .nout = 1, .in = {HT(MT_F32, 3, 20, 20, 70)}, .out = {HT(MT_F32, 3, 20, 20, 70)}};
+    fill_normal(&pb.in[0], 1);
+    same_for_threads("avgpool backward", call_avgpool_bwd, &pp, &pb);
+    io sq = {.nin = 1, .nout = 1, .in = {HT(MT_F32, 300007)}, .out = {HT(MT_F32, 1)}};
+    fill_normal(&sq.in[0], 1);
+    F(&sq.out[0])[0] = 0;
+    same_for_threads("sum of squares", call_sumsq, NULL, &sq);
+    drop_p dp = {0.4f, 3, 4, 7, false};
+    io dr = {.nin = 1,
+             .nout = 2,
+             .in = {HT(MT_F32, 100003)},
+             .out = {HT(MT_F32, 100003), HT(MT_U8, 100003)}};
+    fill_normal(&dr.in[0], 1);
+    same_for_threads("dropout", call_dropout_fwd, &dp, &dr);
 }
 
 /* ==== tensors, contexts, the registry
@@ -1764,7 +2954,10 @@ static void test_registry(void) {
  * Runs last. */
 static void test_census(void) {
     static const char *with_grad[] = {
-        "gemm", "act_bwd", "softmax_bwd", "cross_entropy_bwd", "bce_logits_bwd", "embedding_bwd"};
+        "gemm",           "act_bwd",       "softmax_bwd",     "cross_entropy_bwd",
+        "bce_logits_bwd", "embedding_bwd", "conv2d_bwd_data", "conv2d_bwd_filter",
+        "bn_bwd",         "bn_bwd_reduce", "maxpool2d_bwd",   "avgpool2d_bwd",
+        "dropout_bwd"};
     int total = 0, cross = 0, fd = 0, skips = 0;
     for (int i = 0; i < mt_op_count(); i++) {
         MT_CHECK(g_cases[i] >= 3, "(op %s ran %d cases on cpu)", mt_op_name(i), g_cases[i]);
@@ -1826,7 +3019,16 @@ int main(int argc, char **argv) {
     RUN(test_bce_nan_mask);
     RUN(test_embedding);
     RUN(test_cast);
+    RUN(test_conv_pool_geometry);
+    RUN(test_conv);
+    RUN(test_bn);
+    RUN(test_pool);
+    RUN(test_dropout);
+    RUN(test_channels);
+    RUN(test_optim);
+    RUN(test_sumsq);
     RUN(test_bad_args);
+    RUN(test_bad_args_layers);
     RUN(test_not_implemented);
     RUN(test_determinism);
     RUN(test_census);

@@ -3,7 +3,10 @@
  * The CPU implementations are the reference every other backend is tested against: plain loops over
  * contiguous row-major data, OpenMP over rows or elements (ctx->threads), sums in double where a
  * long sum decides the result, and results that do not depend on the thread count. GEMM goes to
- * OpenBLAS, whose thread count the caller sets (openblas_set_num_threads / OPENBLAS_NUM_THREADS).
+ * OpenBLAS, whose thread count the caller sets (openblas_set_num_threads / OPENBLAS_NUM_THREADS);
+ * the convolutions (cpu_conv.c) instead split their GEMMs over ctx->threads themselves, with
+ * OpenBLAS single-threaded for the duration of the op, so that the two thread pools never spin
+ * against each other.
  *
  * The op functions live in cpu_*.c, one file per family, declared in cpu_ops.h; the table is
  * assembled here. */
@@ -74,4 +77,22 @@ const mt_backend mt_cpu_backend = {
     .embedding_fwd = mt_cpu_embedding_fwd,
     .embedding_bwd = mt_cpu_embedding_bwd,
     .cast = mt_cpu_cast,
+    .conv2d_fwd = mt_cpu_conv2d_fwd,
+    .conv2d_bwd_data = mt_cpu_conv2d_bwd_data,
+    .conv2d_bwd_filter = mt_cpu_conv2d_bwd_filter,
+    .bn_stats = mt_cpu_bn_stats,
+    .bn_fwd = mt_cpu_bn_fwd,
+    .bn_bwd_reduce = mt_cpu_bn_bwd_reduce,
+    .bn_bwd = mt_cpu_bn_bwd,
+    .maxpool2d_fwd = mt_cpu_maxpool2d_fwd,
+    .maxpool2d_bwd = mt_cpu_maxpool2d_bwd,
+    .avgpool2d_fwd = mt_cpu_avgpool2d_fwd,
+    .avgpool2d_bwd = mt_cpu_avgpool2d_bwd,
+    .dropout_fwd = mt_cpu_dropout_fwd,
+    .dropout_bwd = mt_cpu_dropout_bwd,
+    .channels_put = mt_cpu_channels_put,
+    .channels_get = mt_cpu_channels_get,
+    .sgd_step = mt_cpu_sgd_step,
+    .adamw_step = mt_cpu_adamw_step,
+    .sumsq = mt_cpu_sumsq,
 };

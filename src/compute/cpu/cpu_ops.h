@@ -37,5 +37,62 @@ mt_status mt_cpu_embedding_fwd(mt_ctx *ctx, const mt_tensor *table, const mt_ten
                                mt_tensor *out);
 mt_status mt_cpu_embedding_bwd(mt_ctx *ctx, const mt_tensor *ids, const mt_tensor *dout,
                                mt_tensor *dtable);
+/* cpu_conv.c */
+mt_status mt_cpu_conv2d_fwd(mt_ctx *ctx, const mt_conv2d_desc *d, const mt_tensor *x,
+                            const mt_tensor *w, const mt_tensor *bias, mt_tensor *y);
+mt_status mt_cpu_conv2d_bwd_data(mt_ctx *ctx, const mt_conv2d_desc *d, const mt_tensor *dy,
+                                 const mt_tensor *w, mt_tensor *dx);
+mt_status mt_cpu_conv2d_bwd_filter(mt_ctx *ctx, const mt_conv2d_desc *d, const mt_tensor *x,
+                                   const mt_tensor *dy, mt_tensor *dw, mt_tensor *dbias);
+/* cpu_norm.c */
+mt_status mt_cpu_bn_stats(mt_ctx *ctx, const mt_tensor *x, mt_tensor *mean, mt_tensor *var);
+mt_status mt_cpu_bn_fwd(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *mean,
+                        const mt_tensor *var, float eps, const mt_tensor *gamma,
+                        const mt_tensor *beta, mt_tensor *y);
+mt_status mt_cpu_bn_bwd_reduce(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *dy,
+                               const mt_tensor *mean, const mt_tensor *var, float eps,
+                               mt_tensor *sum_dy, mt_tensor *sum_dy_xhat);
+mt_status mt_cpu_bn_bwd(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *dy, const mt_tensor *mean,
+                        const mt_tensor *var, float eps, const mt_tensor *gamma,
+                        const mt_tensor *sum_dy, const mt_tensor *sum_dy_xhat, double count,
+                        bool batch_stats, mt_tensor *dx);
+/* cpu_pool.c */
+mt_status mt_cpu_maxpool2d_fwd(mt_ctx *ctx, const mt_pool2d_desc *d, const mt_tensor *x,
+                               mt_tensor *y, mt_tensor *argmax);
+mt_status mt_cpu_maxpool2d_bwd(mt_ctx *ctx, const mt_pool2d_desc *d, const mt_tensor *argmax,
+                               const mt_tensor *dy, mt_tensor *dx);
+mt_status mt_cpu_avgpool2d_fwd(mt_ctx *ctx, const mt_pool2d_desc *d, const mt_tensor *x,
+                               mt_tensor *y);
+mt_status mt_cpu_avgpool2d_bwd(mt_ctx *ctx, const mt_pool2d_desc *d, const mt_tensor *dy,
+                               mt_tensor *dx);
+/* cpu_dropout.c */
+mt_status mt_cpu_dropout_fwd(mt_ctx *ctx, float p, uint64_t seed, uint64_t stream, uint64_t offset,
+                             const mt_tensor *x, mt_tensor *y, mt_tensor *mask);
+mt_status mt_cpu_dropout_bwd(mt_ctx *ctx, float p, const mt_tensor *mask, const mt_tensor *dy,
+                             mt_tensor *dx);
+/* cpu_channels.c */
+mt_status mt_cpu_channels_put(mt_ctx *ctx, const mt_tensor *src, int64_t offset, mt_tensor *dst);
+mt_status mt_cpu_channels_get(mt_ctx *ctx, const mt_tensor *src, int64_t offset, float beta,
+                              mt_tensor *out);
+/* cpu_optim.c */
+mt_status mt_cpu_sgd_step(mt_ctx *ctx, mt_tensor *param, const mt_tensor *grad,
+                          mt_tensor *momentum_buf, float lr, float momentum, float dampening,
+                          float weight_decay, bool nesterov, bool first_step);
+mt_status mt_cpu_adamw_step(mt_ctx *ctx, mt_tensor *param, const mt_tensor *grad, mt_tensor *m,
+                            mt_tensor *v, float lr, float beta1, float beta2, float eps,
+                            float weight_decay, int64_t t);
+mt_status mt_cpu_sumsq(mt_ctx *ctx, const mt_tensor *x, mt_tensor *out);
+
+/* Helpers shared by the files above (cpu_reduce.c). */
+
+/* Splits rows into chunks for a per-column sum: a fixed function of (rows, cols), never of the
+ * thread count, so that sums accumulated chunk by chunk and then added in chunk order give the
+ * same bits on any number of threads. */
+int64_t mt_cpu_sum_chunk_rows(int64_t rows, int64_t cols);
+/* out[j] += sum_i x[i*cols + j] over rows, accumulated in double over that fixed split. */
+mt_status mt_cpu_column_sums_add(mt_ctx *ctx, const float *x, int64_t rows, int64_t cols,
+                                 float *out);
+/* Scratch from ctx's arena with a message naming the op and the purpose when it runs out. */
+void *mt_cpu_scratch(mt_ctx *ctx, size_t bytes, const char *op, const char *what);
 
 #endif
