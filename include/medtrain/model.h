@@ -3,9 +3,9 @@
  * Parameters. A model declares a table of named tensors, named exactly as the ecosystem names them
  * (torchvision for ResNet/DenseNet: "layer1.0.conv1.weight", "features.denseblock1.denselayer1.
  * norm1.running_mean"). Trainable tensors live in one flat buffer (`params`), their gradients in a
- * second of the same layout (`grads`), non-trainable state (BN running statistics and counters) in a
- * third (`buffers`). Offsets follow the table order, which is torchvision's state_dict order, so the
- * last layers sit at the end of the gradient buffer: backward finishes them first, and gradient
+ * second of the same layout (`grads`), non-trainable state (BN running statistics and counters) in
+ * a third (`buffers`). Offsets follow the table order, which is torchvision's state_dict order, so
+ * the last layers sit at the end of the gradient buffer: backward finishes them first, and gradient
  * buckets are cut from the end (comm.h).
  *
  * Layout. Convolution weights are kept as (K,R,S,C) (channels last, what the NHWC kernels want) and
@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "medtrain/nn.h"
 #include "medtrain/tensor.h"
 
 #ifdef __cplusplus
@@ -30,19 +31,19 @@ typedef struct mt_param {
     int ndim;
     int64_t shape[MT_MAX_DIMS]; /* as stored in files (torchvision) */
     int64_t numel;
-    bool trainable;  /* in params/grads; otherwise in buffers */
-    bool decay;      /* weight decay applies (not to norms and biases) */
-    bool conv_krsc;  /* kept as (K,R,S,C) in memory, (K,C,R,S) in files */
+    bool trainable;      /* in params/grads; otherwise in buffers */
+    bool decay;          /* weight decay applies (not to norms and biases) */
+    bool conv_krsc;      /* kept as (K,R,S,C) in memory, (K,C,R,S) in files */
     mt_dtype file_dtype; /* MT_F32, or MT_I64 for num_batches_tracked (kept as a float count) */
-    size_t offset;   /* element offset in params (trainable) or buffers */
+    size_t offset;       /* element offset in params (trainable) or buffers */
 } mt_param;
 
 typedef struct mt_params {
     mt_param *p;
     int n;
-    size_t n_train, n_buf;   /* elements in the flat buffers */
-    float *params, *grads;   /* n_train each, on the model's device */
-    float *buffers;          /* n_buf, on the model's device */
+    size_t n_train, n_buf; /* elements in the flat buffers */
+    float *params, *grads; /* n_train each, on the model's device */
+    float *buffers;        /* n_buf, on the model's device */
 } mt_params;
 
 typedef struct mt_model_opts {
@@ -50,14 +51,15 @@ typedef struct mt_model_opts {
     int in_channels;   /* 1 or 3 */
     int n_outputs;     /* labels */
     float drop_rate;   /* DenseNet dropout after each dense layer (torchvision drop_rate); 0 */
-    float bn_momentum; /* 0.1 as PyTorch; running = (1-m)*running + m*batch */
-    float bn_eps;      /* 1e-5 */
+    float bn_momentum; /* 0.1 as PyTorch; running = (1-m)*running + m*batch; 0 means 0.1 */
+    float bn_eps;      /* 1e-5; 0 means 1e-5 */
 } mt_model_opts;
 
 typedef struct mt_model mt_model;
 
-/* Builds the parameter table and allocates the flat buffers on ctx's device (contents undefined
- * until mt_model_init or mt_model_load). Unknown arch: error listing the known ones. */
+/* Builds the parameter table and allocates the flat buffers on ctx's device (zeroed; call
+ * mt_model_init or mt_model_load). Unknown arch: error listing the known ones. ctx must outlive
+ * the model: its flat buffers and activation memory are allocated and freed through it. */
 mt_status mt_model_create(mt_ctx *ctx, const mt_model_opts *opts, mt_model **out);
 void mt_model_free(mt_model *m);
 mt_params *mt_model_params(mt_model *m);
@@ -65,10 +67,11 @@ const mt_model_opts *mt_model_options(const mt_model *m);
 /* Index of the parameter called name, or -1. */
 int mt_model_find(const mt_model *m, const char *name);
 
-/* torchvision's initialisation: conv kaiming_normal_(fan_out, relu), BN weight 1 bias 0, linear
- * PyTorch default (kaiming_uniform a=sqrt(5), bias uniform +-1/sqrt(fan_in)); DenseNet's
- * classifier bias 0. Random numbers from Philox keyed by seed, one stream per parameter index,
- * so the result does not depend on threads or ranks. BN buffers reset (mean 0, var 1, count 0). */
+/* torchvision's initialisation: conv kaiming_normal_ (ResNet: fan_out, relu; DenseNet: its
+ * default, fan_in), BN weight 1 bias 0, linear PyTorch default (kaiming_uniform a=sqrt(5), bias
+ * uniform +-1/sqrt(fan_in)); DenseNet's classifier bias 0. Random numbers from Philox keyed by
+ * seed, one stream per parameter index, drawn in torchvision's element order, so the result does
+ * not depend on threads, ranks or memory layout. BN buffers reset (mean 0, var 1, count 0). */
 mt_status mt_model_init(mt_model *m, uint64_t seed);
 /* Re-initialises only the named parameters' tensors (a new head), as mt_model_init would. */
 mt_status mt_model_init_params(mt_model *m, uint64_t seed, int n, const char *const *names);
@@ -92,7 +95,11 @@ typedef struct mt_load_opts {
 
 /* Reads parameters and buffers from a safetensors file (F32, BF16 or F16; converted), e.g. a
  * torchvision or torchxrayvision state_dict saved with safetensors. report may be NULL. The
- * error (strict) lists the offending names. */
+ * error (strict) lists the offending names. As torch's load_state_dict: a mis-shaped tensor is
+ * an error even when not strict (unless reinit_head covers it); a file without
+ * "*.num_batches_tracked" (older torchvision weights) sets those counters to 0 and does not
+ * count them as missing; tensors the file lacks keep their values. Nothing is changed when the
+ * load fails. */
 mt_status mt_model_load(mt_model *m, const char *path, const mt_load_opts *opts,
                         mt_load_report *report);
 /* Writes every parameter and buffer under its torchvision name and shape (F32; I64 for
@@ -101,27 +108,41 @@ mt_status mt_model_load(mt_model *m, const char *path, const mt_load_opts *opts,
 mt_status mt_model_save(mt_model *m, const char *path, int n_meta, const char *const *meta_keys,
                         const char *const *meta_values);
 
-/* Called by backward as soon as the gradient of the trainable range [offset, offset+count) of the
- * flat gradient buffer is final for this step (bucketed all-reduce starts from here). */
-typedef mt_status (*mt_grad_ready_fn)(void *user, size_t offset, size_t count);
-/* SyncBN: sums buf[0..n) (host memory) over ranks in place. */
-typedef mt_status (*mt_allreduce_fn)(void *user, float *buf, size_t n);
+/* mt_grad_ready_fn (backward's "this gradient range is final") and mt_allreduce_fn (SyncBN's
+ * sum over ranks of a host buffer) are declared in nn.h. fn NULL turns SyncBN off. */
 void mt_model_set_sync_bn(mt_model *m, mt_allreduce_fn fn, void *user);
 
-/* x (N,H,W,in_channels) f32 NHWC -> logits (N,n_outputs). train: BN uses batch statistics and
- * updates running statistics, dropout is active (dropout_seed/step key its masks); otherwise
- * eval mode. Activations needed by backward are kept inside the model (sized on first use for
- * a batch shape, reused after). */
+/* x (N,H,W,in_channels) f32 NHWC (on ctx's device or the host; copied in) -> logits
+ * (N,n_outputs) on ctx's device. train: BN uses batch statistics and updates running statistics,
+ * dropout is active (dropout_seed/step key its masks); otherwise eval mode. Activations needed by
+ * backward are kept inside the model: the memory is planned for a batch shape on first use (the
+ * forward and backward run once without arithmetic to measure it), allocated once and reused;
+ * a larger shape later grows it. ctx must run on the device the model was created on. */
 mt_status mt_model_forward(mt_model *m, mt_ctx *ctx, const mt_tensor *x, bool train,
                            uint64_t dropout_seed, uint64_t step, mt_tensor *logits);
 /* After a training forward on the same batch: grads += d(loss)/d(params) for dlogits (N,L).
  * ready (may be NULL) is called for every trainable parameter exactly once, in the order its
- * gradient becomes final (roughly the reverse of the table). */
+ * gradient becomes final (roughly the reverse of the table). Backward consumes the forward's
+ * activations: a second backward needs another training forward. No input gradient is
+ * computed. */
 mt_status mt_model_backward(mt_model *m, mt_ctx *ctx, const mt_tensor *dlogits,
                             mt_grad_ready_fn ready, void *user);
 
-/* Bytes of activation memory the model holds for backward at its current batch shape. */
+/* Bytes of activation memory the model holds for backward at its current batch shape (the
+ * planned peak of forward plus backward: kept activations, gradients of activations and
+ * temporaries; plus the batch statistics); 0 before the first forward or mt_model_reserve. */
 size_t mt_model_activation_bytes(const mt_model *m);
+/* The activation bytes a batch of n images of h x w would need, without allocating. */
+mt_status mt_model_plan(mt_model *m, int64_t n, int64_t h, int64_t w, size_t *bytes);
+/* Plans and allocates activation memory for that batch shape now (fail early, before step 1). */
+mt_status mt_model_reserve(mt_model *m, int64_t n, int64_t h, int64_t w);
+
+/* Parameter or buffer i between host memory in file (torchvision) layout and the model's flat
+ * buffers ((K,C,R,S) <-> (K,R,S,C) for convolutions). numel floats. */
+mt_status mt_model_param_get(mt_model *m, int i, float *dst);
+mt_status mt_model_param_set(mt_model *m, int i, const float *src);
+/* The gradient of trainable parameter i, in file layout. */
+mt_status mt_model_grad_get(mt_model *m, int i, float *dst);
 
 #ifdef __cplusplus
 }
