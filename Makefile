@@ -31,7 +31,7 @@ build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
 demo: build
-	$(MPIRUN_ENV) OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 mpirun -np 2 $(BUILD)/medtrain doctor --scratch $(BUILD)
+	scripts/demo.sh $(BUILD)
 
 test: test-deps build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

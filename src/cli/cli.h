@@ -31,6 +31,11 @@ void mt_cmd_info_usage(FILE *out);
 mt_status mt_cmd_anonymize(mt_comm *comm, int argc, char **argv);
 void mt_cmd_anonymize_usage(FILE *out);
 
+mt_status mt_cmd_train(mt_comm *comm, int argc, char **argv);
+void mt_cmd_train_usage(FILE *out);
+mt_status mt_cmd_eval(mt_comm *comm, int argc, char **argv);
+void mt_cmd_eval_usage(FILE *out);
+
 /* Shared by commands: "--help" anywhere in argv prints usage and returns true. */
 bool mt_cli_wants_help(int argc, char **argv, void (*usage)(FILE *out));
 /* Fails with MT_ERR_USAGE, printing the command's usage after the message. */
@@ -39,5 +44,7 @@ mt_status mt_cli_usage_error(void (*usage)(FILE *out), const char *fmt, ...)
 
 /* Library versions, one "name: version" line each, for `version`, `doctor` and provenance. */
 void mt_cli_print_versions(FILE *out);
+/* The build and library versions as a JSON object (provenance). */
+struct cJSON *mt_cli_build_json(void);
 
 #endif

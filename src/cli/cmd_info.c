@@ -60,7 +60,7 @@ mt_status mt_cmd_info(mt_comm *comm, int argc, char **argv) {
                     float v = lab[idx[i] * in->n_labels + l];
                     if (!isnan(v)) known++, pos += v > 0.5f;
                 }
-                char cell[40];
+                char cell[352];
                 if (known)
                     snprintf(cell, sizeof cell, "%lld/%lld %5.1f%%", (long long)pos,
                              (long long)known, 100.0 * pos / known);

@@ -565,7 +565,20 @@ static void digest_text(const job *j, char *buf, size_t n) {
         j->o.split[0], j->o.split[1], j->o.split[2], labels_digest, j->o.masks ? "yes" : "no");
 }
 
+/* A label row is used when any rank matched it: each rank looked up only its own files. */
+static void merge_label_use(job *j) {
+    int64_t n = mt_labels_rows(j->labels);
+    int64_t *used = mt_alloc((size_t)(n ? n : 1) * sizeof *used, "label row marks");
+    if (!used) return;
+    for (int64_t i = 0; i < n; i++) used[i] = mt_labels_row_used(j->labels, i);
+    if (mt_comm_allreduce_i64(j->comm, used, (size_t)n, MT_COMM_SUM) == MT_OK)
+        for (int64_t i = 0; i < n; i++)
+            if (used[i]) mt_labels_set_used(j->labels, i);
+    mt_free(used);
+}
+
 static void summary(job *j, int64_t packed, const int64_t *split_n) {
+    if (j->labels) merge_label_use(j);
     int64_t counts[SKIP_KINDS + 1];
     memcpy(counts, j->skipped, sizeof j->skipped);
     counts[SKIP_KINDS] = j->unlabelled;

@@ -38,6 +38,36 @@ void mt_cli_print_versions(FILE *out) {
     fprintf(out, "  OpenSSL:  %s\n", OpenSSL_version(OPENSSL_VERSION));
 }
 
+/* The same facts as JSON, for provenance.json. */
+cJSON *mt_cli_build_json(void) {
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "version", MT_BUILD_VERSION);
+    cJSON_AddStringToObject(b, "git_commit", MT_BUILD_COMMIT);
+    cJSON_AddStringToObject(b, "build_type", MT_BUILD_TYPE);
+    cJSON_AddStringToObject(b, "cuda", MT_BUILD_CUDA);
+    cJSON_AddStringToObject(b, "cuda_architectures", MT_BUILD_CUDA_ARCHS);
+    cJSON_AddStringToObject(b, "sanitize", MT_BUILD_SANITIZE);
+    cJSON_AddStringToObject(b, "c_flags", MT_BUILD_C_FLAGS);
+    cJSON *lib = cJSON_AddObjectToObject(b, "libraries");
+    char mpi[MPI_MAX_LIBRARY_VERSION_STRING];
+    int len = 0;
+    MPI_Get_library_version(mpi, &len);
+    mpi[strcspn(mpi, "\n,")] = '\0';
+    cJSON_AddStringToObject(lib, "mpi", mpi);
+    cJSON_AddStringToObject(lib, "hdf5", mt_h5_version());
+    cJSON_AddStringToObject(lib, "gdcm", mt_dicom_gdcm_version());
+    cJSON_AddStringToObject(lib, "blas", openblas_get_config());
+#ifdef MEDTRAIN_HAVE_CUDA
+    char cuda[128];
+    mt_cuda_versions(cuda, sizeof cuda);
+    cJSON_AddStringToObject(lib, "cuda", cuda);
+    cJSON_AddStringToObject(lib, "nccl", mt_cuda_nccl_version());
+#endif
+    cJSON_AddStringToObject(lib, "cjson", cJSON_Version());
+    cJSON_AddStringToObject(lib, "openssl", OpenSSL_version(OPENSSL_VERSION));
+    return b;
+}
+
 mt_status mt_cmd_version(mt_comm *comm, int argc, char **argv) {
     if (mt_cli_wants_help(argc, argv, mt_cmd_version_usage)) return MT_OK;
     if (argc > 1) return mt_cli_usage_error(mt_cmd_version_usage, "version takes no arguments");
