@@ -62,6 +62,9 @@ const char *const *mt_labels_names(const mt_label_table *t);
 const float *mt_labels_find(mt_label_table *t, const char *key);
 int64_t mt_labels_rows(const mt_label_table *t);
 int64_t mt_labels_unused(const mt_label_table *t);
+/* Row i's used mark, and setting it: ranks that each looked up their own files merge marks. */
+bool mt_labels_row_used(const mt_label_table *t, int64_t i);
+void mt_labels_set_used(mt_label_table *t, int64_t i);
 
 #ifdef __cplusplus
 }

@@ -462,6 +462,14 @@ const float *mt_labels_find(mt_label_table *t, const char *key) {
     return r->values;
 }
 
+bool mt_labels_row_used(const mt_label_table *t, int64_t i) {
+    return i >= 0 && i < t->n_rows && t->rows[i].used;
+}
+
+void mt_labels_set_used(mt_label_table *t, int64_t i) {
+    if (i >= 0 && i < t->n_rows) t->rows[i].used = true;
+}
+
 int64_t mt_labels_unused(const mt_label_table *t) {
     int64_t n = 0;
     for (int64_t i = 0; i < t->n_rows; i++) n += !t->rows[i].used;

@@ -56,6 +56,9 @@ common=(--dicom "$cohort/dicom" --labels "$cohort/labels.csv" --masks "$cohort/m
         --size 64 --key-file "$tmp/site.key")
 run pack_1_rank 0 "$tmp/pack1.log" -- "$medtrain" pack "${common[@]}" --out "$tmp/p1.h5"
 run pack_2_ranks 0 "$tmp/pack2.log" -- "$mpiexec" -n 2 "$medtrain" pack "${common[@]}" --out "$tmp/p2.h5"
+if grep -q "matched no packed image" "$tmp/pack2.log"; then
+  bad label_rows_merged_across_ranks "2 ranks report label rows as unmatched:" "$(grep matched "$tmp/pack2.log")"
+else ok label_rows_merged_across_ranks; fi
 expect_in pack_summary "$tmp/pack1.log" "packed $n_good images into .*skipped 3 of $((n_good + 3)) files"
 for f in notes.txt empty.dcm truncated.dcm; do expect_in "skip_line_$f" "$tmp/pack1.log" "WARN +skipped .*zz_broken/$f"; done
 expect_in skip_counts "$tmp/pack1.log" "skipped, unreadable or not DICOM/PNG/JPEG: 3"
