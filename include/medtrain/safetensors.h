@@ -52,9 +52,9 @@ mt_status mt_st_open(const char *path, mt_st_file **out);
 mt_status mt_st_open_buffer(const void *buf, size_t n, const char *name, mt_st_file **out);
 void mt_st_close(mt_st_file *f);
 size_t mt_st_count(const mt_st_file *f);
-const mt_st_tensor *mt_st_at(const mt_st_file *f, size_t i); /* in header order */
+const mt_st_tensor *mt_st_at(const mt_st_file *f, size_t i);           /* in header order */
 const mt_st_tensor *mt_st_find(const mt_st_file *f, const char *name); /* NULL when absent */
-const char *mt_st_metadata(const mt_st_file *f, const char *key);    /* NULL when absent */
+const char *mt_st_metadata(const mt_st_file *f, const char *key);      /* NULL when absent */
 const char *mt_st_path(const mt_st_file *f);
 /* Copies t's numel elements into dst as f32, from F32, BF16, F16, F64, I64, U64, I32, U32, I16,
  * U16, I8, U8 or BOOL (0/1); other dtypes (F8s, F4, F6s, C64) fail with MT_ERR_UNSUPPORTED naming
