@@ -168,21 +168,29 @@ mt_status mt_ckpt_open(const char *dir, cJSON **state) {
         return mt_fail(MT_ERR_FORMAT, "%s: no \"files\" checksums: not a medtrain checkpoint", p);
     }
     cJSON *f;
+    mt_status st = MT_OK;
     cJSON_ArrayForEach(f, files) {
         snprintf(p, sizeof p, "%s/%s", dir, f->string);
-        mt_status st = cJSON_IsString(f) ? mt_sha256_file(p, hex) : MT_ERR_FORMAT;
+        if (!cJSON_IsString(f)) {
+            st = mt_fail(MT_ERR_FORMAT, "%s/state.json: bad checksum entry", dir);
+            break;
+        }
+        st = mt_sha256_file(p, hex);
         if (st != MT_OK) {
-            cJSON_Delete(s);
-            return st == MT_ERR_FORMAT ? mt_fail(st, "%s/state.json: bad checksum entry", dir)
-                                       : mt_error_wrap(st, "checkpoint %s: ", dir);
+            st = mt_error_wrap(st, "checkpoint %s: ", dir);
+            break;
         }
         if (strcmp(hex, f->valuestring) != 0) {
-            cJSON_Delete(s);
-            return mt_fail(MT_ERR_FORMAT,
-                           "%s: checksum mismatch (state.json says %.12s..., the file has "
-                           "%.12s...): the checkpoint is corrupted or was modified",
-                           p, f->valuestring, hex);
+            st = mt_fail(MT_ERR_FORMAT,
+                         "%s: checksum mismatch (state.json says %.12s..., the file has %.12s...): "
+                         "the checkpoint is corrupted or was modified",
+                         p, f->valuestring, hex);
+            break;
         }
+    }
+    if (st != MT_OK) {
+        cJSON_Delete(s);
+        return st;
     }
     *state = s;
     return MT_OK;
