@@ -1565,10 +1565,15 @@ static void test_conv(void) {
     conv_case(2, 6, 5, 3, 6, 3, 3, CONV(1, 2, 1, 0, 1, 2, 3), true, 4, false);
     conv_case(2, 8, 8, 6, 5, 1, 1, CONV(2, 2, 0, 0, 1, 1, 1), false, 3, false);
     conv_case(2, 16, 16, 1, 4, 7, 7, CONV(2, 2, 3, 3, 1, 1, 1), false, 13, false);
-    /* more filters than im2col columns (the filter gradient splits by filters) */
+    /* more filters than im2col columns */
     conv_case(2, 7, 6, 3, 20, 1, 1, CONV(2, 2, 0, 0, 1, 1, 1), true, 0, true);
     conv_case(1, 12, 12, 1, 64, 7, 7, CONV(2, 2, 3, 3, 1, 1, 1), false, 5, false);
     conv_case(2, 30, 30, 2, 64, 3, 3, CONV(1, 1, 1, 1, 1, 1, 1), true, 41, false);
+    /* filter gradients too large for partial sums, split by columns or by filters */
+    conv_case(1, 4, 4, 256, 128, 3, 3, CONV(1, 1, 1, 1, 1, 1, 1), true, 0, false);
+    conv_case(2, 6, 6, 256, 128, 3, 3, CONV(1, 1, 1, 1, 1, 1, 1), false, 5, false);
+    conv_case(1, 4, 4, 520, 560, 1, 1, CONV(2, 2, 0, 0, 1, 1, 1), false, 0, false);
+    conv_case(2, 10, 10, 520, 560, 1, 1, CONV(2, 2, 0, 0, 1, 1, 1), true, 7, false);
     /* ... and large enough for a team of threads */
     conv_case(2, 26, 24, 16, 32, 3, 3, CONV(2, 2, 1, 1, 1, 1, 1), true, 37, false);
     conv_case(2, 20, 18, 16, 24, 3, 3, CONV(1, 1, 1, 1, 1, 1, 1), true, 29, false);
@@ -2806,6 +2811,16 @@ static void test_determinism(void) {
     memset(cf.out[0].data, 0, mt_tensor_bytes(&cf.out[0]));
     memset(cf.out[1].data, 0, mt_tensor_bytes(&cf.out[1]));
     same_for_threads("depthwise filter gradients", call_conv_bwd_filter, &dw, &cf);
+    conv_p thin = {CONV(1, 1, 1, 1, 1, 1, 1), true}; /* few columns: summed in fixed parts */
+    cf.in[0] = HT(MT_F32, 2, 30, 30, 2);
+    cf.in[1] = HT(MT_F32, 2, 30, 30, 64);
+    fill_normal(&cf.in[0], 1);
+    fill_normal(&cf.in[1], 1);
+    cf.out[0] = HT(MT_F32, 64, 3, 3, 2);
+    cf.out[1] = HT(MT_F32, 64);
+    memset(cf.out[0].data, 0, mt_tensor_bytes(&cf.out[0]));
+    memset(cf.out[1].data, 0, mt_tensor_bytes(&cf.out[1]));
+    same_for_threads("thin filter gradients", call_conv_bwd_filter, &thin, &cf);
     io bs = {
         .nin = 1, .nout = 2, .in = {HT(MT_F32, 3001, 70)}, .out = {HT(MT_F32, 70), HT(MT_F32, 70)}};
     fill_normal(&bs.in[0], 2);

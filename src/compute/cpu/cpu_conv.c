@@ -21,10 +21,13 @@
  * (tap tables list which taps reach each input row and column), so threads never write the same
  * dx element.
  *
- * Backward filter. dw_g += dy_g^T col over chunks of rows (beta 1: gradients accumulate), the
- * GEMM split between threads by filters or by columns; dbias += the column sums of dy (in double,
- * over a fixed split of the rows). Chunks have a fixed size (CHUNK_BYTES of columns), so every
- * gradient is summed in the same order on any number of threads.
+ * Backward filter. dw_g += dy_g^T col over chunks of rows (beta 1: gradients accumulate);
+ * dbias += the column sums of dy (in double, over a fixed split of the rows). The GEMM has a small
+ * output and a long sum. A dw of up to PARTS_MAX values is summed as fixed partial sums over
+ * ranges of rows, one range per thread at a time; a larger one is split between threads along its
+ * output: by im2col columns when there are more of them than filters (each thread builds only its
+ * own columns), else by filters (threads build the chunk's rows together). Chunks and ranges have
+ * fixed sizes, so every gradient is summed in the same order on any number of threads.
  *
  * Depthwise convolutions (groups == C == K) would be GEMMs with one column; they run as direct
  * loops instead, one multiply-add per tap vectorised over channels, with the filters transposed
@@ -48,6 +51,8 @@
 #define BLOCK_ROWS  256        /* ... but at least this many rows: a GEMM worth packing w for */
 #define CHUNK_BYTES (8u << 20) /* the shared column buffer of the backward passes */
 #define CHUNK_ROWS  1024       /* ... at least this many rows: dw is read and written per chunk */
+#define PARTS       16         /* partial sums of a filter gradient ... */
+#define PARTS_MAX   (1 << 18)  /* ... of at most this many values (16 MiB of partials) */
 #define PAR_MIN     32768      /* elements below which a loop runs on one thread */
 #define PAR_MACS    (1 << 20)  /* multiply-adds below which a convolution runs on one thread */
 #define GEMM_ROWS   (1 << 30)  /* rows per GEMM call where there is no column buffer */
@@ -684,6 +689,54 @@ static mt_status filter_by_rows(mt_ctx *ctx, const geom *g, const float *x, cons
     return MT_OK;
 }
 
+/* dw += dy^T col as PARTS partial sums over fixed ranges of rows, taken by threads as they come
+ * free, each range in blocks of im2col rows (from each thread's own L2-sized buffer); the partials
+ * are then added in order. For a dw small enough to hold PARTS copies of (up to PARTS_MAX values):
+ * no barriers, and no GEMM split thin (a stem on a 1-channel image has a 64 x 49 dw, which split
+ * by filters or columns runs at a fraction of the GEMM's speed). The ranges do not depend on the
+ * thread count, nor then does the result. */
+static mt_status filter_by_parts(mt_ctx *ctx, const geom *g, const float *x, const float *dy,
+                                 float *dw) {
+    const mt_conv2d_desc *d = g->d;
+    const int64_t nw = d->k * g->kc, block = rows_in(g, g_block_bytes);
+    mt_arena_mark mark = mt_arena_save(&ctx->scratch);
+    float *parts = mt_cpu_scratch(ctx, (size_t)(PARTS * nw) * sizeof(float), "conv2d_bwd_filter",
+                                  "partial filter gradients");
+    float *cols = mt_cpu_scratch(ctx, (size_t)(ctx->threads * block * g->kc) * sizeof(float),
+                                 "conv2d_bwd_filter", "im2col blocks");
+    if (!parts || !cols) {
+        mt_arena_rewind(&ctx->scratch, mark);
+        return MT_ERR_NOMEM;
+    }
+#pragma omp parallel num_threads(ctx->threads) if (parallel(g))
+    {
+        float *col = cols + omp_get_thread_num() * block * g->kc;
+#pragma omp for schedule(dynamic)
+        for (int part = 0; part < PARTS; part++) {
+            float *acc = parts + part * nw;
+            int64_t r0, r1;
+            split(g->m, PARTS, part, 1, &r0, &r1);
+            for (int64_t i = 0; i < nw; i++) acc[i] = 0.0f;
+            for (int64_t m0 = r0; m0 < r1; m0 += block) {
+                int64_t m = r1 - m0 < block ? r1 - m0 : block;
+                for (int64_t gi = 0; gi < d->groups; gi++) {
+                    im2col(g, x, gi, m0, m, col);
+                    sgemm(true, false, g->kg, g->kc, m, 1.0f, dy + m0 * d->k + gi * g->kg, d->k,
+                          col, g->kc, 1.0f, acc + gi * g->kg * g->kc, g->kc);
+                }
+            }
+        }
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < nw; i++) {
+            float sum = dw[i];
+            for (int part = 0; part < PARTS; part++) sum += parts[part * nw + i];
+            dw[i] = sum;
+        }
+    }
+    mt_arena_rewind(&ctx->scratch, mark);
+    return MT_OK;
+}
+
 mt_status mt_cpu_conv2d_bwd_filter(mt_ctx *ctx, const mt_conv2d_desc *d, const mt_tensor *x,
                                    const mt_tensor *dy, mt_tensor *dw, mt_tensor *dbias) {
     const float *xp = x->data, *dyp = dy->data;
@@ -707,8 +760,9 @@ mt_status mt_cpu_conv2d_bwd_filter(mt_ctx *ctx, const mt_conv2d_desc *d, const m
         blas_leave(ctx, saved);
         return MT_OK;
     }
-    mt_status st = g.kc >= g.kg ? filter_by_columns(ctx, &g, xp, dyp, dwp)
-                                : filter_by_rows(ctx, &g, xp, dyp, dwp);
+    mt_status st = d->k * g.kc <= PARTS_MAX ? filter_by_parts(ctx, &g, xp, dyp, dwp)
+                   : g.kc >= g.kg           ? filter_by_columns(ctx, &g, xp, dyp, dwp)
+                                            : filter_by_rows(ctx, &g, xp, dyp, dwp);
     blas_leave(ctx, saved);
     return st;
 }
