@@ -11,6 +11,8 @@ echo "== GEMM, 1 thread =="
 OMP_NUM_THREADS=1 "$build/bench/bench_gemm" --threads 1
 echo "== GEMM, ${cores} threads =="
 OMP_NUM_THREADS=$cores "$build/bench/bench_gemm" --threads "$cores"
+echo "== convolutions (ResNet layer shapes, batch 32), ${cores} threads =="
+OMP_NUM_THREADS=$cores "$build/bench/bench_conv" --threads "$cores"
 echo "== all-reduce, 2 ranks =="
 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 mpirun -np 2 "$build/bench/bench_allreduce"
 echo "== loader (1 reader thread) =="
