@@ -728,9 +728,9 @@ static mt_status filter_by_parts(mt_ctx *ctx, const geom *g, const float *x, con
         }
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < nw; i++) {
-            float sum = dw[i];
+            float sum = 0.0f; /* partials first, then one add: accumulating g twice gives 2g */
             for (int part = 0; part < PARTS; part++) sum += parts[part * nw + i];
-            dw[i] = sum;
+            dw[i] += sum;
         }
     }
     mt_arena_rewind(&ctx->scratch, mark);
