@@ -270,8 +270,20 @@ static void add_num_or_null(cJSON *o, const char *k, double v) {
         cJSON_AddNullToObject(o, k);
 }
 
+/* A label name as a file name: letters, digits, '-' and '_' kept, anything else '_'. */
+static void file_name_of(const char *label, char *out, size_t n) {
+    size_t i = 0;
+    for (; label[i] && i + 1 < n; i++) {
+        char c = label[i];
+        bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '-' || c == '_';
+        out[i] = keep ? c : '_';
+    }
+    out[i] = '\0';
+}
+
 static mt_status write_roc(const char *dir, const mt_score_table *t, bool gnuplot) {
-    char p[PATH_MAX + 128];
+    char p[PATH_MAX + 256];
     snprintf(p, sizeof p, "%s/roc", dir);
     MT_TRY(mt_mkdir_p(p));
     for (int l = 0; l < t->n_labels; l++) {
@@ -289,7 +301,9 @@ static mt_status write_roc(const char *dir, const mt_score_table *t, bool gnuplo
             fprintf(f, "%.9g,%.9g,%.9g\n", c.fpr[i], c.tpr[i], (double)c.thresholds[i]);
         fclose(f);
         mt_roc_curve_free(&c);
-        snprintf(p, sizeof p, "%s/roc/%s.csv", dir, t->names[l]);
+        char name[128];
+        file_name_of(t->names[l], name, sizeof name);
+        snprintf(p, sizeof p, "%s/roc/%s.csv", dir, name);
         mt_status st = mt_file_write_atomic(p, buf, n);
         free(buf);
         MT_TRY(st);
@@ -301,7 +315,7 @@ static mt_status write_roc(const char *dir, const mt_score_table *t, bool gnuplo
                  "set xlabel 'false positive rate'; set ylabel 'true positive rate'; "
                  "set title 'ROC: %s'; plot '%s/roc/%s.csv' every ::1 using 1:2 with lines lw 2, "
                  "x with lines dt 2\" 2>/dev/null",
-                 dir, t->names[l], t->names[l], dir, t->names[l]);
+                 dir, name, name, dir, name);
         if (system(cmd) != 0) MT_WARN("gnuplot failed for %s; the CSV is there", t->names[l]);
     }
     return MT_OK;
