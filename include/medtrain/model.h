@@ -111,6 +111,10 @@ mt_status mt_model_save(mt_model *m, const char *path, int n_meta, const char *c
 /* mt_grad_ready_fn (backward's "this gradient range is final") and mt_allreduce_fn (SyncBN's
  * sum over ranks of a host buffer) are declared in nn.h. fn NULL turns SyncBN off. */
 void mt_model_set_sync_bn(mt_model *m, mt_allreduce_fn fn, void *user);
+/* Frozen BN: training forwards normalise with the running statistics and do not update them;
+ * backward treats the statistics as constants. Results then do not depend on how the batch is
+ * split over ranks. */
+void mt_model_set_bn_frozen(mt_model *m, bool frozen);
 
 /* x (N,H,W,in_channels) f32 NHWC (on ctx's device or the host; copied in) -> logits
  * (N,n_outputs) on ctx's device. train: BN uses batch statistics and updates running statistics,

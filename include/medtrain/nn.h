@@ -41,6 +41,8 @@ typedef struct mt_nn_env {
     size_t small_n;   /* >= 2 * (largest channel count) + 2, and >= the largest linear output */
     const float *one; /* a 1.0f on the device (num_batches_tracked += 1) */
     bool train;       /* batch statistics, running-stat updates, active dropout */
+    bool bn_frozen;   /* training, but BN normalises with its running statistics and leaves
+                         them alone (eval-mode BN, as when fine-tuning) */
     bool plan;        /* measuring memory: every call returns MT_OK at once */
     float bn_momentum, bn_eps;
     mt_allreduce_fn sync; /* SyncBN when not NULL */

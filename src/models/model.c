@@ -204,6 +204,10 @@ int mt_model_find(const mt_model *m, const char *name) {
     return -1;
 }
 
+void mt_model_set_bn_frozen(mt_model *m, bool frozen) {
+    m->bn_frozen = frozen;
+}
+
 void mt_model_set_sync_bn(mt_model *m, mt_allreduce_fn fn, void *user) {
     m->sync = fn;
     m->sync_user = user;
@@ -227,7 +231,8 @@ static mdl_run run_for(mt_model *m, mt_ctx *ctx, bool train, bool plan) {
                       .bn_momentum = m->opts.bn_momentum,
                       .bn_eps = m->opts.bn_eps,
                       .sync = m->sync,
-                      .sync_user = m->sync_user};
+                      .sync_user = m->sync_user,
+                      .bn_frozen = m->bn_frozen};
     return r;
 }
 

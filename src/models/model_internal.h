@@ -128,6 +128,7 @@ struct mt_model {
     bool ready_for_backward;
     mt_allreduce_fn sync;
     void *sync_user;
+    bool bn_frozen;
 };
 
 #endif

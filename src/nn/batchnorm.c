@@ -33,9 +33,14 @@ static mt_status check(const mt_nn_env *e, const mt_nn_bn *l, const mt_tensor *x
     return MT_OK;
 }
 
+/* Batch statistics (training, BN not frozen), or the running ones. */
+static bool batch_stats(const mt_nn_env *e) {
+    return e->train && !e->bn_frozen;
+}
+
 /* The mean and variance a forward normalised with: the batch's (train) or the running ones. */
 static void used_stats(const mt_nn_env *e, const mt_nn_bn *l, mt_tensor *mean, mt_tensor *var) {
-    if (e->train) {
+    if (batch_stats(e)) {
         *mean = vec(e, e->stats, l->stats, l->c);
         *var = vec(e, e->stats, l->stats + (size_t)l->c, l->c);
     } else {
@@ -96,7 +101,7 @@ mt_status mt_nn_bn_fwd(mt_nn_env *e, mt_nn_bn *l, const mt_tensor *x, mt_tensor 
     mt_tensor x2 = nn_rows(x, l->c), y2 = nn_rows(y, l->c), mean, var;
     mt_tensor gamma = vec(e, e->params, l->weight, l->c), beta = vec(e, e->params, l->bias, l->c);
     used_stats(e, l, &mean, &var);
-    if (e->train) {
+    if (batch_stats(e)) {
         double count = (double)x2.shape[0];
         MT_TRY(mt_bn_stats(e->ctx, &x2, &mean, &var));
         if (e->sync) MT_TRY(sync_moments(e, l, &mean, &var, &count));
@@ -148,8 +153,8 @@ mt_status mt_nn_bn_bwd(mt_nn_env *e, const mt_nn_bn *l, const mt_tensor *x, cons
     MT_TRY(mt_axpy(e->ctx, 1.0f, &sum_dy, &dbeta));
     MT_TRY(mt_nn_ready(e, l->bias, (size_t)c)); /* the reverse of the table */
     MT_TRY(mt_nn_ready(e, l->weight, (size_t)c));
-    if (e->train && e->sync) MT_TRY(sync_sums(e, c, &sums));
+    if (batch_stats(e) && e->sync) MT_TRY(sync_sums(e, c, &sums));
     mt_tensor gamma = vec(e, e->params, l->weight, c);
     return mt_bn_bwd(e->ctx, &x2, &dy2, &mean, &var, e->bn_eps, &gamma, &sum_dy, &sum_dy_xhat,
-                     e->train ? l->count : (double)x2.shape[0], e->train, &dx2);
+                     batch_stats(e) ? l->count : (double)x2.shape[0], batch_stats(e), &dx2);
 }

@@ -28,6 +28,8 @@ static const mt_cfg_key schema[] = {
      "re-initialise a pretrained head whose label count differs instead of failing"},
     {"model.sync_bn", MT_CFG_BOOL, "true", 0, NULL,
      "batch statistics over all ranks (SyncBN), so results do not depend on the rank count"},
+    {"model.freeze_bn", MT_CFG_BOOL, "false", 0, NULL,
+     "BN uses its running statistics while training and leaves them alone (fine-tuning)"},
     {"model.drop_rate", MT_CFG_FLOAT, "0", 0, NULL, "DenseNet dropout after each dense layer"},
     {"model.bn_momentum", MT_CFG_FLOAT, "0.1", 0, NULL, "BN running statistics momentum"},
     {"model.bn_eps", MT_CFG_FLOAT, "1e-5", 0, NULL, "BN epsilon"},

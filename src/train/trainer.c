@@ -314,6 +314,7 @@ static mt_status setup(trainer *tr) {
     else
         return mt_config_fail(tr->cfg, "task", "task '%s' is not built in", task);
     tr->params = mt_model_params(tr->task->model);
+    mt_model_set_bn_frozen(tr->task->model, mt_config_bool(tr->cfg, "model.freeze_bn"));
     if (tr->world > 1 && mt_config_bool(tr->cfg, "model.sync_bn"))
         mt_model_set_sync_bn(tr->task->model, sync_bn_allreduce, tr->comm);
     MT_TRY(trainer_dataset_digest(tr));
