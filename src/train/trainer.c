@@ -274,6 +274,14 @@ static void log_step(trainer *tr, interval *iv, const step_stats *st, mt_progres
 }
 
 static mt_status validate_and_log(trainer *tr) {
+    if (mt_pack_get_info(tr->pack)->split_n[MT_SPLIT_VAL] == 0) {
+        if (!tr->warned_no_val)
+            MT_WARN("%s has no validation images: no validation, and the model card has no "
+                    "validation metrics",
+                    tr->pack_path);
+        tr->warned_no_val = true;
+        return MT_OK;
+    }
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "step", (double)tr->step);
     double primary = 0;

@@ -41,6 +41,7 @@ typedef struct trainer {
     char resumed_from[PATH_MAX];
     mt_ctx ctx;
     bool ctx_ok, opt_ok;
+    bool warned_no_val;
     mt_pack *pack;
     mt_loader *loader;
     int64_t batches_per_epoch;

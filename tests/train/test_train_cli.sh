@@ -53,6 +53,9 @@ run pack 0 "$tmp/pack.log" -- "$mpiexec" -n 2 "$medtrain" pack --dicom "$cohort/
 run pack_no_test 0 "$tmp/pack_nt.log" -- "$medtrain" pack --dicom "$cohort/dicom" \
   --labels "$cohort/labels.csv" --size 32 --split 80,20,0 --key-file "$tmp/site.key" \
   --out "$tmp/pack_nt.h5"
+run pack_train_only 0 "$tmp/pack_to.log" -- "$medtrain" pack --dicom "$cohort/dicom" \
+  --labels "$cohort/labels.csv" --size 32 --split 100,0,0 --key-file "$tmp/site.key" \
+  --out "$tmp/pack_to.h5"
 {
   echo "["
   i=0
@@ -190,6 +193,9 @@ run reinit_head 0 "$tmp/ok6.log" -- "${train[@]}" run.dir="$tmp/rp2" data.pack="
   model.pretrained="$tmp/r2/model/model.safetensors" model.reinit_head=true train.batch=4 train.steps=2 train.warmup_steps=0
 run nan_loss 1 "$tmp/bad7.log" -- "${train2[@]}" run.dir="$tmp/rn" train.lr=1e30 train.warmup_steps=0 checkpoint.every=1
 expect_in nan_loss_message "$tmp/bad7.log" 'step [0-9]+: the loss is .*Last good checkpoint: .*step_0000000[0-9]'
+run no_val_split 0 "$tmp/noval.log" -- "${train[@]}" run.dir="$tmp/rv" data.pack="$tmp/pack_to.h5" \
+  train.steps=2 train.warmup_steps=0
+expect_in no_val_split_warns "$tmp/noval.log" 'has no validation images'
 run missing_split 1 "$tmp/bad8.log" -- "$medtrain" eval "$tmp/r2" --pack "$tmp/pack_nt.h5" --split test
 expect_in missing_split_message "$tmp/bad8.log" "has no 'test' images"
 run batch_does_not_divide 1 "$tmp/bad9.log" -- "${train2[@]}" run.dir="$tmp/rb" train.batch=15
