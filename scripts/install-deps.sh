@@ -47,6 +47,7 @@ test_pkgs=(
   "hdf5-tools|hdf5|h5dump for pack tests"
   "python3-venv|python|virtual environments for oracle scripts"
   "python3-pip|py-pip|fetching test data and oracle packages from PyPI"
+  "gnuplot-nox|gnuplot|ROC plots from medtrain eval (optional at run time)"
 )
 
 pkgs=("${build_pkgs[@]}")

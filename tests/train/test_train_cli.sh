@@ -167,6 +167,9 @@ expect_in eval_prints_macro "$tmp/e.log" 'macro AUROC = [0-9.]+'
 for f in metrics.json predictions.csv roc/Effusion.csv; do
   if [ -f "$tmp/ev/$f" ]; then ok "eval_wrote_$f"; else bad "eval_wrote_$f" "missing"; fi
 done
+if command -v gnuplot >/dev/null 2>&1; then
+  if [ -s "$tmp/ev/roc/Effusion.png" ]; then ok eval_roc_png; else bad eval_roc_png "no roc/Effusion.png"; fi
+fi
 expect_in eval_metrics_macro "$tmp/ev/metrics.json" '"macro_auroc":'
 expect_in eval_metrics_labels "$tmp/ev/metrics.json" '"Effusion":'
 expect_in eval_val_threshold "$tmp/ev/metrics.json" '"at_val_threshold"'
