@@ -1582,6 +1582,16 @@ static void test_conv(void) {
     conv_case(2, 20, 20, 48, 48, 3, 3, CONV(2, 2, 1, 1, 1, 1, 48), true, 0, false);
     conv_case(2, 14, 14, 32, 40, 1, 1, CONV(1, 1, 0, 0, 1, 1, 1), true, 0, false);
     conv_case(1, 6, 7, 80, 72, 3, 3, CONV(1, 1, 1, 1, 1, 1, 2), false, 0, false); /* wide groups */
+    /* im2col copies each kernel row as one run of S*C floats, by length class (under 4, 4-8,
+     * 9-16, 17-32, over 32), its edges clipped by the padding; blocks start mid-row */
+    conv_case(2, 9, 11, 1, 6, 3, 3, CONV(2, 2, 1, 1, 1, 1, 1), true, 5, true);  /* 3, 1, 2 */
+    conv_case(1, 8, 9, 4, 5, 2, 2, CONV(1, 2, 1, 1, 1, 1, 1), true, 7, true);   /* 8, 4 */
+    conv_case(2, 7, 8, 8, 6, 3, 2, CONV(2, 1, 1, 1, 1, 1, 1), false, 3, false); /* 16, 8 */
+    conv_case(1, 6, 9, 16, 4, 2, 2, CONV(1, 2, 0, 1, 1, 1, 1), true, 9, false); /* 32, 16 */
+    conv_case(1, 7, 7, 11, 5, 3, 3, CONV(2, 2, 1, 1, 1, 1, 1), true, 4, false); /* 33, 22 */
+    conv_case(2, 40, 36, 1, 64, 7, 7, CONV(2, 2, 3, 3, 1, 1, 1), true, 0,
+              false); /* stem, threads */
+    conv_case(1, 30, 34, 3, 64, 7, 7, CONV(2, 2, 3, 3, 1, 1, 1), true, 0, false);
 }
 
 /* The geometry helpers against PyTorch's numbers. */

@@ -10,7 +10,8 @@
  * in NHWC each row is a few contiguous runs of Cg (one run of S*C per kernel row when groups is 1
  * and dilation is 1). Then y_block = col w_g^T. Each thread builds a block of rows into its own
  * buffer of about BLOCK_BYTES (sized for L2) and multiplies it at once, so memory stays bounded
- * whatever the batch and the column buffer is read back from cache.
+ * whatever the batch and the column buffer is read back from cache. A layer with short rows and
+ * few filters (a stem) multiplies its block in calls of a few hundred rows (small_rows).
  *
  * Backward data. A 1x1 stride-1 unpadded convolution is one GEMM, dx = dy w. Any other stride-1
  * convolution whose padding stays within the kernel's reach has as its input gradient a forward
@@ -56,6 +57,7 @@
 #define PAR_MIN     32768      /* elements below which a loop runs on one thread */
 #define PAR_MACS    (1 << 20)  /* multiply-adds below which a convolution runs on one thread */
 #define GEMM_ROWS   (1 << 30)  /* rows per GEMM call where there is no column buffer */
+#define SMALL_MNK   1000000    /* a GEMM of at most this many multiply-adds ... (see small_rows) */
 
 static size_t g_block_bytes = BLOCK_BYTES, g_chunk_bytes = CHUNK_BYTES;
 static int64_t g_block_rows = BLOCK_ROWS, g_chunk_rows = CHUNK_ROWS;
@@ -140,6 +142,18 @@ static int64_t chunk_rows(const geom *g) {
     return rows;
 }
 
+/* Rows per GEMM call for a layer with a short im2col row and few filters (a stem: 64 filters of
+ * 7x7x1 or 7x7x3), or 0 for any other. OpenBLAS (0.3.17 on, AVX-512 x86-64) runs a GEMM of up to
+ * SMALL_MNK multiply-adds with kernels that read the operands in place, and on such shapes they
+ * are far faster than its packed kernels, which spend a C tile's load and store on every 49 or
+ * 147 multiply-adds: y = col w^T as NN calls on w^T (k = 49) goes from 60 to 107 GF/s a core,
+ * dw^T += col^T dy from 50 to 83. So these layers make their GEMMs calls of at most this many
+ * rows, in the orientations that gain: y = col wt with wt = w^T, and dwt (kc, kg) += col^T dy. */
+static int64_t small_rows(const geom *g) {
+    int64_t rows = SMALL_MNK / (g->kc * g->kg) / 16 * 16;
+    return rows >= 32 ? rows : 0;
+}
+
 /* [*lo, *hi): part `part` of `parts` near-equal pieces of [0, n), in multiples of `align`. */
 static void split(int64_t n, int parts, int part, int64_t align, int64_t *lo, int64_t *hi) {
     int64_t units = (n + align - 1) / align;
@@ -151,8 +165,14 @@ static void split(int64_t n, int parts, int part, int64_t align, int64_t *lo, in
 /* Taps s in [*lo, *hi) of a kernel row starting at input column i0 land inside [0, len). */
 static void valid_taps(int64_t i0, int64_t taps, int64_t dil, int64_t len, int64_t *lo,
                        int64_t *hi) {
-    int64_t a = i0 >= 0 ? 0 : (-i0 + dil - 1) / dil;
-    int64_t b = i0 > len - 1 ? 0 : (len - 1 - i0) / dil + 1;
+    int64_t a, b;
+    if (dil == 1) { /* the usual case, without the divisions */
+        a = i0 >= 0 ? 0 : -i0;
+        b = i0 > len - 1 ? 0 : len - i0;
+    } else {
+        a = i0 >= 0 ? 0 : (-i0 + dil - 1) / dil;
+        b = i0 > len - 1 ? 0 : (len - 1 - i0) / dil + 1;
+    }
     if (a > taps) a = taps;
     if (b > taps) b = taps;
     *lo = a;
@@ -162,19 +182,31 @@ static void valid_taps(int64_t i0, int64_t taps, int64_t dil, int64_t len, int64
 /* ---- im2col and col2im ----------------------------------------------------------------------- */
 
 /* dst[0..n) = src[0..n), or 0 when src is NULL. Runs are often a few floats (a one-channel stem
- * copies 7 at a time), where a plain loop beats a call to memcpy. */
+ * copies 7 at a time, an RGB one 21), where a call to memcpy costs more than the copy: a run of
+ * 4 to 32 floats is two fixed-size copies from either end that overlap in the middle, which
+ * compile to a few vector moves. */
+static inline void copy_ends(float *dst, const float *src, int64_t n, const float *zeros,
+                             size_t h) {
+    memcpy(dst, src ? src : zeros, h * sizeof(float));
+    memcpy(dst + n - (int64_t)h, src ? src + n - (int64_t)h : zeros, h * sizeof(float));
+}
+
 static inline void copy_run(float *dst, const float *src, int64_t n) {
-    if (n >= 32) {
+    static const float zeros[16];
+    if (n > 32) {
         if (src)
             memcpy(dst, src, (size_t)n * sizeof(float));
         else
             memset(dst, 0, (size_t)n * sizeof(float));
-        return;
+    } else if (n > 16) {
+        copy_ends(dst, src, n, zeros, 16);
+    } else if (n > 8) {
+        copy_ends(dst, src, n, zeros, 8);
+    } else if (n >= 4) {
+        copy_ends(dst, src, n, zeros, 4);
+    } else {
+        for (int64_t i = 0; i < n; i++) dst[i] = src ? src[i] : 0.0f;
     }
-    if (src)
-        for (int64_t i = 0; i < n; i++) dst[i] = src[i];
-    else
-        for (int64_t i = 0; i < n; i++) dst[i] = 0.0f;
 }
 
 /* col (m, kc) = the im2col rows of output pixels [m0, m0+m) for group gi; padding reads 0. Runs on
@@ -183,8 +215,13 @@ static void im2col(const geom *g, const float *x, int64_t gi, int64_t m0, int64_
     const mt_conv2d_desc *d = g->d;
     const int64_t cg = g->cg, kc = g->kc, run = d->s * cg;
     const bool one_run = d->dil_w == 1 && cg == d->c; /* a kernel row is one contiguous run */
-    for (int64_t i = 0; i < m; i++) {
-        int64_t mi = m0 + i, q = mi % d->q, np = mi / d->q, p = np % d->p, n = np / d->p;
+    /* output pixel (n, p, q) of row i, stepped along rather than divided out per row */
+    int64_t q = m0 % d->q, p = m0 / d->q % d->p, n = m0 / d->q / d->p;
+    for (int64_t i = 0; i < m; i++, q++) {
+        if (q == d->q) {
+            q = 0;
+            if (++p == d->p) p = 0, n++;
+        }
         int64_t ih0 = p * d->stride_h - d->pad_h, iw0 = q * d->stride_w - d->pad_w, s_lo, s_hi;
         valid_taps(iw0, d->s, d->dil_w, d->w, &s_lo, &s_hi);
         float *row = col + i * kc;
@@ -448,18 +485,37 @@ static mt_status im2col_fwd(mt_ctx *ctx, const mt_conv2d_desc *d, const float *x
     blocks = (blocks + ctx->threads - 1) / ctx->threads * ctx->threads;
     rows = (g.m + blocks - 1) / blocks;
     blocks = (g.m + rows - 1) / rows;
+    const int64_t sub = small_rows(&g);
     mt_arena_mark mark = mt_arena_save(&ctx->scratch);
     float *cols = mt_cpu_scratch(ctx, (size_t)(ctx->threads * rows * g.kc) * sizeof(float), op,
                                  "im2col blocks");
-    if (!cols) return MT_ERR_NOMEM;
+    /* wt (groups, kc, kg): each group's filters transposed, for the small GEMMs */
+    float *wt =
+        sub ? mt_cpu_scratch(ctx, (size_t)(d->k * g.kc) * sizeof(float), op, "transposed filters")
+            : NULL;
+    if (!cols || (sub && !wt)) {
+        mt_arena_rewind(&ctx->scratch, mark);
+        return MT_ERR_NOMEM;
+    }
+    for (int64_t gi = 0; sub && gi < d->groups; gi++)
+        for (int64_t kk = 0; kk < g.kg; kk++)
+            for (int64_t l = 0; l < g.kc; l++)
+                wt[(gi * g.kc + l) * g.kg + kk] = w[(gi * g.kg + kk) * g.kc + l];
 #pragma omp parallel for num_threads(ctx->threads) schedule(dynamic) if (parallel(&g))
     for (int64_t b = 0; b < blocks; b++) {
         float *col = cols + omp_get_thread_num() * rows * g.kc;
         int64_t m0 = b * rows, m = g.m - m0 < rows ? g.m - m0 : rows;
         for (int64_t gi = 0; gi < d->groups; gi++) {
             im2col(&g, x, gi, m0, m, col);
-            sgemm(false, true, m, g.kg, g.kc, 1.0f, col, g.kc, w + gi * g.kg * g.kc, g.kc, 0.0f,
-                  y + m0 * d->k + gi * g.kg, d->k);
+            if (!sub) {
+                sgemm(false, true, m, g.kg, g.kc, 1.0f, col, g.kc, w + gi * g.kg * g.kc, g.kc, 0.0f,
+                      y + m0 * d->k + gi * g.kg, d->k);
+                continue;
+            }
+            for (int64_t i = 0; i < m; i += sub)
+                sgemm(false, false, m - i < sub ? m - i : sub, g.kg, g.kc, 1.0f, col + i * g.kc,
+                      g.kc, wt + gi * g.kc * g.kg, g.kg, 0.0f, y + (m0 + i) * d->k + gi * g.kg,
+                      d->k);
         }
         if (bias)
             for (int64_t i = m0; i < m0 + m; i++)
@@ -698,7 +754,7 @@ static mt_status filter_by_rows(mt_ctx *ctx, const geom *g, const float *x, cons
 static mt_status filter_by_parts(mt_ctx *ctx, const geom *g, const float *x, const float *dy,
                                  float *dw) {
     const mt_conv2d_desc *d = g->d;
-    const int64_t nw = d->k * g->kc, block = rows_in(g, g_block_bytes);
+    const int64_t nw = d->k * g->kc, block = rows_in(g, g_block_bytes), sub = small_rows(g);
     mt_arena_mark mark = mt_arena_save(&ctx->scratch);
     float *parts = mt_cpu_scratch(ctx, (size_t)(PARTS * nw) * sizeof(float), "conv2d_bwd_filter",
                                   "partial filter gradients");
@@ -721,15 +777,26 @@ static mt_status filter_by_parts(mt_ctx *ctx, const geom *g, const float *x, con
                 int64_t m = r1 - m0 < block ? r1 - m0 : block;
                 for (int64_t gi = 0; gi < d->groups; gi++) {
                     im2col(g, x, gi, m0, m, col);
-                    sgemm(true, false, g->kg, g->kc, m, 1.0f, dy + m0 * d->k + gi * g->kg, d->k,
-                          col, g->kc, 1.0f, acc + gi * g->kg * g->kc, g->kc);
+                    if (!sub) {
+                        sgemm(true, false, g->kg, g->kc, m, 1.0f, dy + m0 * d->k + gi * g->kg, d->k,
+                              col, g->kc, 1.0f, acc + gi * g->kg * g->kc, g->kc);
+                        continue;
+                    }
+                    for (int64_t i = 0; i < m; i += sub) /* acc_g (kc, kg) += col^T dy_g */
+                        sgemm(true, false, g->kc, g->kg, m - i < sub ? m - i : sub, 1.0f,
+                              col + i * g->kc, g->kc, dy + (m0 + i) * d->k + gi * g->kg, d->k, 1.0f,
+                              acc + gi * g->kg * g->kc, g->kg);
                 }
             }
         }
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < nw; i++) {
+            /* the partials of dw[i]: i itself, or (small GEMMs) its place in the transposed
+             * (kc, kg) block of its group */
+            int64_t gi = i / (g->kg * g->kc), kk = i / g->kc % g->kg, l = i % g->kc;
+            int64_t j = sub ? (gi * g->kc + l) * g->kg + kk : i;
             float sum = 0.0f; /* partials first, then one add: accumulating g twice gives 2g */
-            for (int part = 0; part < PARTS; part++) sum += parts[part * nw + i];
+            for (int part = 0; part < PARTS; part++) sum += parts[part * nw + j];
             dw[i] += sum;
         }
     }
