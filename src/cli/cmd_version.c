@@ -17,25 +17,40 @@ void mt_cmd_version_usage(FILE *out) {
                  "built, and the versions of MPI, HDF5, GDCM, BLAS, NCCL, cJSON and OpenSSL.\n");
 }
 
-void mt_cli_print_versions(FILE *out) {
+/* {"MPI": "Open MPI v4.1.4", "HDF5": ..., ...}: what this binary runs on, in one place for
+ * `version`, `doctor` and provenance.json. */
+static cJSON *libraries_json(void) {
+    cJSON *lib = cJSON_CreateObject();
     char mpi[MPI_MAX_LIBRARY_VERSION_STRING];
     int len = 0;
     MPI_Get_library_version(mpi, &len);
     mpi[strcspn(mpi, "\n,")] = '\0';
-    fprintf(out, "  MPI:      %s\n", mpi);
-    fprintf(out, "  HDF5:     %s\n", mt_h5_version());
-    fprintf(out, "  GDCM:     %s\n", mt_dicom_gdcm_version());
-    fprintf(out, "  BLAS:     %s\n", openblas_get_config());
+    cJSON_AddStringToObject(lib, "MPI", mpi);
+    cJSON_AddStringToObject(lib, "HDF5", mt_h5_version());
+    cJSON_AddStringToObject(lib, "GDCM", mt_dicom_gdcm_version());
+    cJSON_AddStringToObject(lib, "BLAS", openblas_get_config());
 #ifdef MEDTRAIN_HAVE_CUDA
     char cuda[128];
     mt_cuda_versions(cuda, sizeof cuda);
-    fprintf(out, "  CUDA:     %s\n", cuda);
-    fprintf(out, "  NCCL:     %s\n", mt_cuda_nccl_version());
+    cJSON_AddStringToObject(lib, "CUDA", cuda);
+    cJSON_AddStringToObject(lib, "NCCL", mt_cuda_nccl_version());
 #else
-    fprintf(out, "  CUDA:     not built\n  NCCL:     not built\n");
+    cJSON_AddStringToObject(lib, "CUDA", "not built");
+    cJSON_AddStringToObject(lib, "NCCL", "not built");
 #endif
-    fprintf(out, "  cJSON:    %s\n", cJSON_Version());
-    fprintf(out, "  OpenSSL:  %s\n", OpenSSL_version(OPENSSL_VERSION));
+    cJSON_AddStringToObject(lib, "cJSON", cJSON_Version());
+    cJSON_AddStringToObject(lib, "OpenSSL", OpenSSL_version(OPENSSL_VERSION));
+    return lib;
+}
+
+void mt_cli_print_versions(FILE *out) {
+    cJSON *lib = libraries_json(), *it;
+    cJSON_ArrayForEach(it, lib) {
+        char key[16];
+        snprintf(key, sizeof key, "%s:", it->string);
+        fprintf(out, "  %-9s %s\n", key, it->valuestring);
+    }
+    cJSON_Delete(lib);
 }
 
 /* The same facts as JSON, for provenance.json. */
@@ -48,23 +63,7 @@ cJSON *mt_cli_build_json(void) {
     cJSON_AddStringToObject(b, "cuda_architectures", MT_BUILD_CUDA_ARCHS);
     cJSON_AddStringToObject(b, "sanitize", MT_BUILD_SANITIZE);
     cJSON_AddStringToObject(b, "c_flags", MT_BUILD_C_FLAGS);
-    cJSON *lib = cJSON_AddObjectToObject(b, "libraries");
-    char mpi[MPI_MAX_LIBRARY_VERSION_STRING];
-    int len = 0;
-    MPI_Get_library_version(mpi, &len);
-    mpi[strcspn(mpi, "\n,")] = '\0';
-    cJSON_AddStringToObject(lib, "mpi", mpi);
-    cJSON_AddStringToObject(lib, "hdf5", mt_h5_version());
-    cJSON_AddStringToObject(lib, "gdcm", mt_dicom_gdcm_version());
-    cJSON_AddStringToObject(lib, "blas", openblas_get_config());
-#ifdef MEDTRAIN_HAVE_CUDA
-    char cuda[128];
-    mt_cuda_versions(cuda, sizeof cuda);
-    cJSON_AddStringToObject(lib, "cuda", cuda);
-    cJSON_AddStringToObject(lib, "nccl", mt_cuda_nccl_version());
-#endif
-    cJSON_AddStringToObject(lib, "cjson", cJSON_Version());
-    cJSON_AddStringToObject(lib, "openssl", OpenSSL_version(OPENSSL_VERSION));
+    cJSON_AddItemToObject(b, "libraries", libraries_json());
     return b;
 }
 
