@@ -15,30 +15,7 @@ mpiexec=$2
 srcdir=$3
 venv_python=${4:-}
 pydicom_dir=${5:-}
-passed=0
-failed=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
-
-ok() { echo "PASS $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL $1"; shift; for line in "$@"; do echo "    $line"; done; failed=$((failed + 1)); }
-
-# run NAME EXPECTED_CODE LOGFILE -- command...
-run() {
-  local name=$1 code=$2 log=$3
-  shift 4
-  timeout 300 "$@" >"$log" 2>&1
-  local rc=$?
-  if [ "$rc" = 124 ]; then bad "$name" "timed out (a hang)"; tail -5 "$log"; return 1; fi
-  if [ "$rc" != "$code" ]; then bad "$name" "exit $rc, expected $code"; tail -15 "$log" | sed 's/^/    /'; return 1; fi
-  ok "$name"
-}
-
-expect_in() { # NAME FILE REGEX
-  if grep -qE -e "$3" "$2"; then ok "$1"; else bad "$1" "no /$3/ in $2:"; tail -15 "$2" | sed 's/^/    /'; fi
-}
+source "$(dirname "$0")/../lib.sh"
 
 cohort=$tmp/cohort
 run synth 0 "$tmp/synth.log" -- "$medtrain" synth --out "$cohort" --n 24 --size 256,320 --seed 3 || exit 1
@@ -161,5 +138,4 @@ if [ -n "$pydicom_dir" ] && [ -d "$pydicom_dir" ]; then
   fi
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish

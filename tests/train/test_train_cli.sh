@@ -14,31 +14,7 @@ set -u
 medtrain=$1
 mpiexec=$2
 srcdir=$3
-passed=0
-failed=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
-
-ok() { echo "PASS $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL $1"; shift; for line in "$@"; do echo "    $line"; done; failed=$((failed + 1)); }
-
-# run NAME EXPECTED_CODE LOGFILE -- command...
-run() {
-  local name=$1 code=$2 log=$3
-  shift 4
-  timeout 300 "$@" >"$log" 2>&1
-  local rc=$?
-  if [ "$rc" = 124 ]; then bad "$name" "timed out (a hang)"; tail -5 "$log"; return 1; fi
-  if [ "$code" = nonzero ] && [ "$rc" != 0 ]; then ok "$name"; return 0; fi
-  if [ "$rc" != "$code" ]; then bad "$name" "exit $rc, expected $code"; tail -15 "$log" | sed 's/^/    /'; return 1; fi
-  ok "$name"
-}
-
-expect_in() { # NAME FILE REGEX
-  if grep -qE -e "$3" "$2"; then ok "$1"; else bad "$1" "no /$3/ in $2:"; tail -15 "$2" | sed 's/^/    /'; fi
-}
+source "$(dirname "$0")/../lib.sh"
 
 # ---- data: a small cohort, a pack, a 2-label pack made from the masks, a pack with no test split
 cohort=$tmp/cohort
@@ -97,13 +73,15 @@ train2=("$mpiexec" -n 2 "$medtrain" train "$job")
 
 # ---- 1 rank x 16 vs 2 ranks x 8 ---------------------------------------------------------------
 # With eval-mode (frozen) BN the two are the same computation up to float summation order: the 20
-# losses must agree within 1e-5. With SyncBN they agree as closely at first, but training-mode BN
+# losses must agree within 1e-5 (measured ~1e-7 at 32x32 and lr 0.001; larger images or rates
+# give more ReLU inputs within rounding of zero, and each flip adds a little). With SyncBN they agree as closely at first, but training-mode BN
 # makes early training chaotic (a ReLU input within rounding of zero flips, and differences grow
 # ~100x per step), so only the first step's loss (the forward with SyncBN) is held to 1e-5 there.
 run train_1_rank 0 "$tmp/t1.log" -- "${train[@]}" run.dir="$tmp/r1"
 run train_2_ranks 0 "$tmp/t2.log" -- "${train2[@]}" run.dir="$tmp/r2"
-run train_frozen_1_rank 0 "$tmp/f1.log" -- "${train[@]}" run.dir="$tmp/f1" model.freeze_bn=true train.lr=0.002
-run train_frozen_2_ranks 0 "$tmp/f2.log" -- "${train2[@]}" run.dir="$tmp/f2" model.freeze_bn=true train.lr=0.002
+frozen=(model.freeze_bn=true train.lr=0.001 data.pack="$tmp/pack_to.h5" train.val_every=0)
+run train_frozen_1_rank 0 "$tmp/f1.log" -- "${train[@]}" run.dir="$tmp/f1" "${frozen[@]}"
+run train_frozen_2_ranks 0 "$tmp/f2.log" -- "${train2[@]}" run.dir="$tmp/f2" "${frozen[@]}"
 losses() { grep -o '"loss":[^,}]*' "$1/log.jsonl" | cut -d: -f2; }
 # compare_losses NAME DIR1 DIR2 STEPS: the first STEPS losses agree within 1e-5 (relative)
 compare_losses() {
@@ -206,5 +184,4 @@ expect_in batch_message "$tmp/bad9.log" 'train.batch.*15 is not a multiple of ac
 run unknown_key 1 "$tmp/bad10.log" -- "${train[@]}" run.dir="$tmp/rb" train.lrr=0.1
 expect_in unknown_key_message "$tmp/bad10.log" "unknown key 'train.lrr'.*train.lr"
 
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish
