@@ -110,6 +110,11 @@ mt_status mt_cpu_act_fwd(mt_ctx *ctx, mt_act_kind kind, const mt_tensor *x, mt_t
     const float *xp = x->data;
     float *yp = y->data;
     int64_t n = mt_tensor_numel(y);
+    if (kind == MT_ACT_RELU) { /* its own loop, so that it vectorises */
+#pragma omp parallel for simd num_threads(ctx->threads) if (n > PAR_MIN)
+        for (int64_t i = 0; i < n; i++) yp[i] = xp[i] > 0.0f ? xp[i] : 0.0f;
+        return MT_OK;
+    }
 #pragma omp parallel for num_threads(ctx->threads) if (n > PAR_MIN / 4)
     for (int64_t i = 0; i < n; i++) yp[i] = act(kind, xp[i]);
     return MT_OK;
@@ -120,6 +125,11 @@ mt_status mt_cpu_act_bwd(mt_ctx *ctx, mt_act_kind kind, const mt_tensor *x, cons
     const float *xp = x->data, *dyp = dy->data;
     float *dxp = dx->data;
     int64_t n = mt_tensor_numel(dx);
+    if (kind == MT_ACT_RELU) { /* as torch's threshold_backward: 0 where x <= 0, even for inf dy */
+#pragma omp parallel for simd num_threads(ctx->threads) if (n > PAR_MIN)
+        for (int64_t i = 0; i < n; i++) dxp[i] = xp[i] > 0.0f ? dyp[i] : 0.0f;
+        return MT_OK;
+    }
 #pragma omp parallel for num_threads(ctx->threads) if (n > PAR_MIN / 4)
     for (int64_t i = 0; i < n; i++) dxp[i] = act_grad(kind, xp[i]) * dyp[i];
     return MT_OK;
