@@ -43,6 +43,7 @@ typedef enum mt_act_kind {
     MT_ACT_GELU,      /* exact, x * Phi(x) (PyTorch's default) */
     MT_ACT_GELU_TANH, /* tanh approximation (GPT-2, PyTorch approximate='tanh') */
     MT_ACT_SILU,      /* x * sigmoid(x) (Llama's MLP) */
+    MT_ACT_SIGMOID,   /* 1 / (1 + exp(-x)) (per-class probabilities of multi-label heads) */
 } mt_act_kind;
 mt_status mt_act_fwd(mt_ctx *ctx, mt_act_kind kind, const mt_tensor *x, mt_tensor *y);
 /* dx = f'(x) * dy, from the forward input x. dx may alias dy. */
@@ -133,6 +134,62 @@ mt_status mt_bn_bwd(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *dy, const 
                     const mt_tensor *var, float eps, const mt_tensor *gamma,
                     const mt_tensor *sum_dy, const mt_tensor *sum_dy_xhat, double count,
                     bool batch_stats, mt_tensor *dx);
+
+/* Transposed convolution (PyTorch's ConvTranspose2d), the adjoint of mt_conv2d_fwd with the same
+ * geometry: x (N,H,W,C) -> y (N,P,Q,K) with P = (H-1)*stride_h - 2*pad_h + dil_h*(R-1) + 1 +
+ * out_pad_h (Q likewise). w is (C,R,S,K/groups): PyTorch's (C, K/groups, R, S) with K/groups
+ * moved last, which is exactly the (K',R,S,C') layout of the convolution it is the adjoint of
+ * (K' = C, C' = K/groups). 0 <= out_pad < stride (PyTorch also allows < dil; not here).
+ * bias (K) or NULL. C, H, W and K/groups are at least 1, and P, Q too.
+ * The three ops run that convolution's backward-data / forward / backward-filter passes (plus
+ * mt_bias_add / mt_bias_grad), so a backend supports them where it has those. */
+mt_status mt_conv_transpose2d_fwd(mt_ctx *ctx, const mt_conv2d_params *p, int out_pad_h,
+                                  int out_pad_w, const mt_tensor *x, const mt_tensor *w,
+                                  const mt_tensor *bias, mt_tensor *y);
+/* dx (N,H,W,C) = the gradient of x for dy (N,P,Q,K); dx is overwritten. */
+mt_status mt_conv_transpose2d_bwd_data(mt_ctx *ctx, const mt_conv2d_params *p, int out_pad_h,
+                                       int out_pad_w, const mt_tensor *dy, const mt_tensor *w,
+                                       mt_tensor *dx);
+/* dw (C,R,S,K/groups) += the gradient of w; dbias (K) += sum of dy over N,P,Q when not NULL. */
+mt_status mt_conv_transpose2d_bwd_filter(mt_ctx *ctx, const mt_conv2d_params *p, int out_pad_h,
+                                         int out_pad_w, const mt_tensor *x, const mt_tensor *dy,
+                                         mt_tensor *dw, mt_tensor *dbias);
+
+/* Per-channel bias on x viewed as (rows, C): add: x += bias; grad: dbias (C) += column sums of dy
+ * (accumulated in double on the CPU). */
+mt_status mt_bias_add(mt_ctx *ctx, const mt_tensor *bias, mt_tensor *x);
+mt_status mt_bias_grad(mt_ctx *ctx, const mt_tensor *dy, mt_tensor *dbias);
+
+/* Upsampling of (N,H,W,C) to (N,P,Q,C), the sizes taken from y (any sizes >= 1, so downsampling
+ * too), as PyTorch's F.interpolate(size=...) per axis:
+ * nearest (mode='nearest', not 'nearest-exact'): src = min(floor(dst * s), in-1) with s the f32
+ * in/out and an f32 product (so 7->3 reads 0, 2, 4), except dst when out == in and dst/2 when
+ * out == 2*in; align_corners must be false. Bilinear: align_corners true maps corners to corners
+ * (src = dst * (in-1)/(out-1), 0 when out is 1), false maps pixel centres (src = (dst + 0.5) *
+ * in/out - 0.5, clamped at 0, rounded once to f32); then i0 = floor(src) (at most in-1), weight
+ * src - i0 on i0 + 1, which at the last row or column is i0 itself (edges replicate). These are
+ * PyTorch's CPU formulas in its f32 arithmetic, so the pixels read and the weights match torch
+ * bit for bit (except where torch's own kernels round src twice, by one ulp: see
+ * cpu_upsample.c). torch called with a scale_factor (not recomputed) uses 1/scale_factor instead
+ * of in/out: the same for integer factors only. The backward adds each output gradient into the
+ * input pixels it was read from, with the same weights; dx is overwritten. */
+typedef enum mt_upsample_mode { MT_UPSAMPLE_NEAREST, MT_UPSAMPLE_BILINEAR } mt_upsample_mode;
+mt_status mt_upsample2d_fwd(mt_ctx *ctx, mt_upsample_mode mode, bool align_corners,
+                            const mt_tensor *x, mt_tensor *y);
+mt_status mt_upsample2d_bwd(mt_ctx *ctx, mt_upsample_mode mode, bool align_corners,
+                            const mt_tensor *dy, mt_tensor *dx);
+
+/* Soft Dice pieces over probabilities p and targets g, both (N,P,C) (images, pixels, classes):
+ * sums (N,C,3) f32 gets, per image and class, sum(p*g), sum(p) and sum(g) (plain), or
+ * sum(p*g), sum(p^2), sum(g^2) (squared), accumulated in double on the CPU over a fixed split of
+ * the pixels (the same bits on any thread count). sums is overwritten (zeros when P is 0). The
+ * loss from these sums is the caller's (a few numbers); its gradient comes back as coef (N,C,2) =
+ * (a, b), a = dL/dsum(p*g) and b = dL/dsum(p) (or dL/dsum(p^2)), and mt_dice_bwd writes
+ * dp = a*g + b*(squared ? 2p : 1) per element (dp overwritten; it may be p or g). */
+mt_status mt_dice_sums(mt_ctx *ctx, const mt_tensor *p, const mt_tensor *g, bool squared,
+                       mt_tensor *sums);
+mt_status mt_dice_bwd(mt_ctx *ctx, const mt_tensor *p, const mt_tensor *g, const mt_tensor *coef,
+                      bool squared, mt_tensor *dp);
 
 /* Pooling over H and W of (N,H,W,C), PyTorch's MaxPool2d/AvgPool2d semantics (ceil_mode; for
  * average, count_include_pad). Padding never wins a max. Global average pooling is an average

@@ -3,7 +3,9 @@
  * devices, dtypes and shapes are consistent. An entry left NULL means the backend does not
  * implement that op; tests list such gaps. To add an op: declare it in include/medtrain/ops.h, add
  * an entry here and to MT_OP_TABLE in dispatch.c, check arguments in ops.c, implement it in
- * cpu/ (and cuda/), and add its cases to tests/compute/test_ops.c. */
+ * cpu/ (and cuda/), and add its cases to tests/compute/test_ops.c. An op that is a composition of
+ * other entries (a transposed convolution is a convolution's backward run forwards) has no entry
+ * of its own: it goes in MT_COMPOSED_TABLE in dispatch.c, with the entries it runs. */
 #ifndef MEDTRAIN_COMPUTE_BACKEND_H
 #define MEDTRAIN_COMPUTE_BACKEND_H
 
@@ -78,6 +80,11 @@ struct mt_backend {
                                 const mt_tensor *pos_weight, mt_tensor *loss);
     mt_status (*bce_logits_bwd)(mt_ctx *ctx, const mt_tensor *logits, const mt_tensor *targets,
                                 const mt_tensor *pos_weight, float dloss, mt_tensor *dlogits);
+    /* p, g (n, pixels, c); sums (n, c, 3) overwritten; coef (n, c, 2) */
+    mt_status (*dice_sums)(mt_ctx *ctx, const mt_tensor *p, const mt_tensor *g, bool squared,
+                           mt_tensor *sums);
+    mt_status (*dice_bwd)(mt_ctx *ctx, const mt_tensor *p, const mt_tensor *g,
+                          const mt_tensor *coef, bool squared, mt_tensor *dp);
     mt_status (*embedding_fwd)(mt_ctx *ctx, const mt_tensor *table, const mt_tensor *ids,
                                mt_tensor *out);
     mt_status (*embedding_bwd)(mt_ctx *ctx, const mt_tensor *ids, const mt_tensor *dout,
@@ -90,6 +97,9 @@ struct mt_backend {
                                  const mt_tensor *w, mt_tensor *dx);
     mt_status (*conv2d_bwd_filter)(mt_ctx *ctx, const mt_conv2d_desc *d, const mt_tensor *x,
                                    const mt_tensor *dy, mt_tensor *dw, mt_tensor *dbias);
+    /* x (rows, c) += bias (c); dbias (c) += column sums of dy (rows, c) */
+    mt_status (*bias_add)(mt_ctx *ctx, const mt_tensor *bias, mt_tensor *x);
+    mt_status (*bias_grad)(mt_ctx *ctx, const mt_tensor *dy, mt_tensor *dbias);
     mt_status (*bn_stats)(mt_ctx *ctx, const mt_tensor *x, mt_tensor *mean, mt_tensor *var);
     mt_status (*bn_fwd)(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *mean,
                         const mt_tensor *var, float eps, const mt_tensor *gamma,
@@ -109,6 +119,11 @@ struct mt_backend {
                                mt_tensor *y);
     mt_status (*avgpool2d_bwd)(mt_ctx *ctx, const mt_pool2d_desc *d, const mt_tensor *dy,
                                mt_tensor *dx);
+    /* x (n,h,w,c) -> y (n,p,q,c), every size at least 1; align_corners only with bilinear */
+    mt_status (*upsample2d_fwd)(mt_ctx *ctx, mt_upsample_mode mode, bool align_corners,
+                                const mt_tensor *x, mt_tensor *y);
+    mt_status (*upsample2d_bwd)(mt_ctx *ctx, mt_upsample_mode mode, bool align_corners,
+                                const mt_tensor *dy, mt_tensor *dx);
     mt_status (*dropout_fwd)(mt_ctx *ctx, float p, uint64_t seed, uint64_t stream, uint64_t offset,
                              const mt_tensor *x, mt_tensor *y, mt_tensor *mask);
     mt_status (*dropout_bwd)(mt_ctx *ctx, float p, const mt_tensor *mask, const mt_tensor *dy,
@@ -137,6 +152,9 @@ bool mt_cuda_device_present(void);
 #endif
 
 const mt_backend *mt_backend_for(mt_device d); /* NULL when not compiled in */
+/* Whether b runs the registry op named op: its entry is set or, for an op that ops.c composes
+ * from others (the transposed convolutions), every entry it runs is. false for unknown names. */
+bool mt_backend_supports(const mt_backend *b, const char *op);
 
 #ifdef __cplusplus
 }

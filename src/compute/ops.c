@@ -251,7 +251,7 @@ mt_status mt_reduce(mt_ctx *ctx, mt_reduce_kind kind, const mt_tensor *x, int ax
 
 static mt_status check_act_kind(const char *op, mt_act_kind kind) {
     if (kind != MT_ACT_RELU && kind != MT_ACT_GELU && kind != MT_ACT_GELU_TANH &&
-        kind != MT_ACT_SILU)
+        kind != MT_ACT_SILU && kind != MT_ACT_SIGMOID)
         return mt_fail(MT_ERR_ARG, "%s: unknown activation kind %d", op, (int)kind);
     return MT_OK;
 }
@@ -505,9 +505,7 @@ static mt_status check_shape_is(const char *op, const char *role, const mt_tenso
 
 /* Resolves and checks the geometry of a convolution from the input-shaped tensor x (the input, or
  * its gradient: role names it) and the filters w. */
-static mt_status conv_geometry(const char *op, const mt_conv2d_params *p, const char *xrole,
-                               const mt_tensor *x, const char *wrole, const mt_tensor *w,
-                               mt_conv2d_desc *d) {
+static mt_status check_conv_params(const char *op, const mt_conv2d_params *p) {
     if (!p) return mt_fail(MT_ERR_ARG, "%s: params is NULL", op);
     if (p->stride_h < 1 || p->stride_w < 1)
         return mt_fail(MT_ERR_ARG, "%s: stride %dx%d: expected at least 1", op, p->stride_h,
@@ -520,6 +518,13 @@ static mt_status conv_geometry(const char *op, const mt_conv2d_params *p, const 
                        p->pad_w);
     if (p->groups < 1)
         return mt_fail(MT_ERR_ARG, "%s: groups %d: expected at least 1", op, p->groups);
+    return MT_OK;
+}
+
+static mt_status conv_geometry(const char *op, const mt_conv2d_params *p, const char *xrole,
+                               const mt_tensor *x, const char *wrole, const mt_tensor *w,
+                               mt_conv2d_desc *d) {
+    MT_TRY(check_conv_params(op, p));
     *d = (mt_conv2d_desc){.n = x->shape[0],
                           .h = x->shape[1],
                           .w = x->shape[2],
@@ -630,6 +635,188 @@ mt_status mt_conv2d_bwd_filter(mt_ctx *ctx, const mt_conv2d_params *p, const mt_
     if (dbias) MT_TRY(check_alias(op, "dbias", dbias, "dw", dw, false));
     if (mt_tensor_numel(dw) == 0 || d.n == 0) return MT_OK; /* nothing to add */
     return DISPATCH(conv2d_bwd_filter, &d, x, dy, dw, dbias);
+}
+
+/* ---- per-channel bias ------------------------------------------------------------------------ */
+
+/* t (rows..., C) and a per-channel vector v (C). */
+static mt_status check_bias_pair(const char *op, mt_ctx *ctx, const char *rt, const mt_tensor *t,
+                                 const char *rv, const mt_tensor *v) {
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_tensor(op, rt, ctx, t, MT_F32, 1, MT_MAX_DIMS));
+    MT_TRY(check_tensor(op, rv, ctx, v, MT_F32, 1, 1));
+    if (v->shape[0] != mat_cols(t))
+        return mt_fail(MT_ERR_SHAPE,
+                       "%s: %s %s and %s %s: expected one value per channel (%" PRId64 ")", op, rv,
+                       D(v), rt, D(t), mat_cols(t));
+    return MT_OK;
+}
+
+mt_status mt_bias_add(mt_ctx *ctx, const mt_tensor *bias, mt_tensor *x) {
+    const char *op = "bias_add";
+    MT_TRY(check_bias_pair(op, ctx, "x", x, "bias", bias));
+    MT_TRY(check_alias(op, "x", x, "bias", bias, false));
+    if (mt_tensor_numel(x) == 0) return MT_OK;
+    return DISPATCH(bias_add, bias, x);
+}
+
+mt_status mt_bias_grad(mt_ctx *ctx, const mt_tensor *dy, mt_tensor *dbias) {
+    const char *op = "bias_grad";
+    MT_TRY(check_bias_pair(op, ctx, "dy", dy, "dbias", dbias));
+    MT_TRY(check_alias(op, "dbias", dbias, "dy", dy, false));
+    if (mt_tensor_numel(dy) == 0) return MT_OK; /* adds nothing */
+    return DISPATCH(bias_grad, dy, dbias);
+}
+
+/* ---- transposed convolution ------------------------------------------------------------------ */
+
+/* A transposed convolution x (N,H,W,C) -> y (N,P,Q,K) with filters w (C,R,S,K/groups) is the
+ * adjoint of the convolution y -> x with the same filters and geometry. So its three passes are
+ * that convolution's passes with the roles swapped, and every backend with convolutions runs it:
+ *     forward      y  = conv2d_bwd_data(dy := x)   (+ bias_add)
+ *     backward x   dx = conv2d_fwd(x := dy)
+ *     backward w   dw += conv2d_bwd_filter(x := dy, dy := x)   (+ bias_grad for dbias)
+ * The descriptor below is that convolution's: input (N,P,Q,K), filters (C,R,S,K/groups), output
+ * (N,H,W,C). With 0 <= out_pad < stride the convolution's output size from P is exactly H. */
+
+/* Whether ctx's backend has every entry a composed op runs (dispatch.c lists them). */
+static mt_status check_composed(const mt_ctx *ctx, const char *op) {
+    return mt_backend_supports(ctx->backend, op) ? MT_OK : not_implemented(ctx, op);
+}
+
+/* Resolves the geometry from the input-shaped tensor x (or dx: xrole) and the filters w (or dw). */
+static mt_status conv_t_geometry(const char *op, const mt_conv2d_params *p, int out_pad_h,
+                                 int out_pad_w, const char *xrole, const mt_tensor *x,
+                                 const char *wrole, const mt_tensor *w, mt_conv2d_desc *d) {
+    MT_TRY(check_conv_params(op, p));
+    if (out_pad_h < 0 || out_pad_w < 0 || out_pad_h >= p->stride_h || out_pad_w >= p->stride_w)
+        return mt_fail(MT_ERR_ARG,
+                       "%s: output padding %dx%d with stride %dx%d: expected at least 0 and "
+                       "less than the stride",
+                       op, out_pad_h, out_pad_w, p->stride_h, p->stride_w);
+    int64_t n = x->shape[0], h = x->shape[1], wd = x->shape[2], c = x->shape[3];
+    int64_t r = w->shape[1], s = w->shape[2], kg = w->shape[3];
+    if (c < 1) return mt_fail(MT_ERR_SHAPE, "%s: %s %s: no channels", op, xrole, D(x));
+    if (h < 1 || wd < 1) return mt_fail(MT_ERR_SHAPE, "%s: %s %s: empty map", op, xrole, D(x));
+    if (r < 1 || s < 1) return mt_fail(MT_ERR_SHAPE, "%s: %s %s: empty kernel", op, wrole, D(w));
+    if (kg < 1)
+        return mt_fail(MT_ERR_SHAPE, "%s: %s %s: no output channels per group", op, wrole, D(w));
+    if (c % p->groups)
+        return mt_fail(MT_ERR_SHAPE,
+                       "%s: %s %s: groups %d does not divide its %" PRId64 " channels", op, xrole,
+                       D(x), p->groups, c);
+    if (w->shape[0] != c)
+        return mt_fail(MT_ERR_SHAPE,
+                       "%s: %s %s and %s %s: expected %" PRId64
+                       " filters, one per input channel (w is (C,R,S,K/groups))",
+                       op, xrole, D(x), wrole, D(w), c);
+    int64_t pp =
+        (h - 1) * p->stride_h - 2 * (int64_t)p->pad_h + (int64_t)p->dil_h * (r - 1) + 1 + out_pad_h;
+    int64_t qq = (wd - 1) * p->stride_w - 2 * (int64_t)p->pad_w + (int64_t)p->dil_w * (s - 1) + 1 +
+                 out_pad_w;
+    if (pp < 1 || qq < 1)
+        return mt_fail(MT_ERR_SHAPE,
+                       "%s: %s %s and %s %s with stride %dx%d and padding %dx%d: the padding "
+                       "removes the whole output",
+                       op, xrole, D(x), wrole, D(w), p->stride_h, p->stride_w, p->pad_h, p->pad_w);
+    *d = (mt_conv2d_desc){.n = n,
+                          .h = pp,
+                          .w = qq,
+                          .c = kg * p->groups,
+                          .k = c,
+                          .r = r,
+                          .s = s,
+                          .p = h,
+                          .q = wd,
+                          .stride_h = p->stride_h,
+                          .stride_w = p->stride_w,
+                          .pad_h = p->pad_h,
+                          .pad_w = p->pad_w,
+                          .dil_h = p->dil_h,
+                          .dil_w = p->dil_w,
+                          .groups = p->groups};
+    return MT_OK;
+}
+
+/* The output-shaped tensor y (or dy) is (N,P,Q,K) for the adjoint convolution's descriptor d. */
+static mt_status check_conv_t_out(const char *op, const char *role, const mt_tensor *y,
+                                  const mt_conv2d_desc *d, int out_pad_h, int out_pad_w) {
+    char from[160];
+    snprintf(from, sizeof from,
+             " (stride %dx%d, padding %dx%d, dilation %dx%d, output padding %dx%d)", d->stride_h,
+             d->stride_w, d->pad_h, d->pad_w, d->dil_h, d->dil_w, out_pad_h, out_pad_w);
+    return check_shape_is(op, role, y, 4, (int64_t[]){d->n, d->h, d->w, d->c}, from);
+}
+
+static mt_status check_conv_t_bias(const char *op, const char *role, mt_ctx *ctx,
+                                   const mt_tensor *bias, const mt_conv2d_desc *d) {
+    if (!bias) return MT_OK;
+    MT_TRY(check_tensor(op, role, ctx, bias, MT_F32, 1, 1));
+    return check_shape_is(op, role, bias, 1, (int64_t[]){d->c}, " (one per output channel)");
+}
+
+mt_status mt_conv_transpose2d_fwd(mt_ctx *ctx, const mt_conv2d_params *p, int out_pad_h,
+                                  int out_pad_w, const mt_tensor *x, const mt_tensor *w,
+                                  const mt_tensor *bias, mt_tensor *y) {
+    const char *op = "conv_transpose2d_fwd";
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_nhwc(op, "x", ctx, x, MT_F32));
+    MT_TRY(check_nhwc(op, "w", ctx, w, MT_F32));
+    MT_TRY(check_nhwc(op, "y", ctx, y, MT_F32));
+    mt_conv2d_desc d;
+    MT_TRY(conv_t_geometry(op, p, out_pad_h, out_pad_w, "x", x, "w", w, &d));
+    MT_TRY(check_conv_t_bias(op, "bias", ctx, bias, &d));
+    MT_TRY(check_conv_t_out(op, "y", y, &d, out_pad_h, out_pad_w));
+    MT_TRY(check_alias(op, "y", y, "x", x, false));
+    MT_TRY(check_alias(op, "y", y, "w", w, false));
+    MT_TRY(check_alias(op, "y", y, "bias", bias, false));
+    MT_TRY(check_composed(ctx, op));
+    if (mt_tensor_numel(y) == 0) return MT_OK;
+    MT_TRY(ctx->backend->conv2d_bwd_data(ctx, &d, x, w, y));
+    return bias ? ctx->backend->bias_add(ctx, bias, y) : MT_OK;
+}
+
+mt_status mt_conv_transpose2d_bwd_data(mt_ctx *ctx, const mt_conv2d_params *p, int out_pad_h,
+                                       int out_pad_w, const mt_tensor *dy, const mt_tensor *w,
+                                       mt_tensor *dx) {
+    const char *op = "conv_transpose2d_bwd_data";
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_nhwc(op, "dy", ctx, dy, MT_F32));
+    MT_TRY(check_nhwc(op, "w", ctx, w, MT_F32));
+    MT_TRY(check_nhwc(op, "dx", ctx, dx, MT_F32));
+    mt_conv2d_desc d;
+    MT_TRY(conv_t_geometry(op, p, out_pad_h, out_pad_w, "dx", dx, "w", w, &d));
+    MT_TRY(check_conv_t_out(op, "dy", dy, &d, out_pad_h, out_pad_w));
+    MT_TRY(check_alias(op, "dx", dx, "dy", dy, false));
+    MT_TRY(check_alias(op, "dx", dx, "w", w, false));
+    MT_TRY(check_composed(ctx, op));
+    if (mt_tensor_numel(dx) == 0) return MT_OK;
+    return ctx->backend->conv2d_fwd(ctx, &d, dy, w, NULL, dx);
+}
+
+mt_status mt_conv_transpose2d_bwd_filter(mt_ctx *ctx, const mt_conv2d_params *p, int out_pad_h,
+                                         int out_pad_w, const mt_tensor *x, const mt_tensor *dy,
+                                         mt_tensor *dw, mt_tensor *dbias) {
+    const char *op = "conv_transpose2d_bwd_filter";
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_nhwc(op, "x", ctx, x, MT_F32));
+    MT_TRY(check_nhwc(op, "dy", ctx, dy, MT_F32));
+    MT_TRY(check_nhwc(op, "dw", ctx, dw, MT_F32));
+    mt_conv2d_desc d;
+    MT_TRY(conv_t_geometry(op, p, out_pad_h, out_pad_w, "x", x, "dw", dw, &d));
+    MT_TRY(check_conv_t_bias(op, "dbias", ctx, dbias, &d));
+    MT_TRY(check_conv_t_out(op, "dy", dy, &d, out_pad_h, out_pad_w));
+    const mt_tensor *ins[] = {x, dy};
+    const char *in_roles[] = {"x", "dy"};
+    for (int i = 0; i < 2; i++) {
+        MT_TRY(check_alias(op, "dw", dw, in_roles[i], ins[i], false));
+        if (dbias) MT_TRY(check_alias(op, "dbias", dbias, in_roles[i], ins[i], false));
+    }
+    if (dbias) MT_TRY(check_alias(op, "dbias", dbias, "dw", dw, false));
+    MT_TRY(check_composed(ctx, op));
+    if (d.n == 0) return MT_OK; /* nothing to add */
+    MT_TRY(ctx->backend->conv2d_bwd_filter(ctx, &d, dy, x, dw, NULL));
+    return dbias ? ctx->backend->bias_grad(ctx, dy, dbias) : MT_OK;
 }
 
 /* ---- batch norm ------------------------------------------------------------------------------ */
@@ -859,6 +1046,91 @@ mt_status mt_avgpool2d_bwd(mt_ctx *ctx, const mt_pool2d_params *p, const mt_tens
     MT_TRY(check_alias(op, "dx", dx, "dy", dy, false));
     if (mt_tensor_numel(dx) == 0) return MT_OK;
     return DISPATCH(avgpool2d_bwd, &d, dy, dx);
+}
+
+/* ---- upsampling ------------------------------------------------------------------------------ */
+
+/* x (N,H,W,C) resized to y (N,P,Q,C) (roles name them: the backward passes dy and dx). Every size
+ * is at least 1, as PyTorch requires; align_corners only goes with bilinear, as there. */
+static mt_status check_upsample(const char *op, mt_ctx *ctx, mt_upsample_mode mode,
+                                bool align_corners, const char *rx, const mt_tensor *x,
+                                const char *ry, const mt_tensor *y) {
+    MT_TRY(check_ctx(op, ctx));
+    if (mode != MT_UPSAMPLE_NEAREST && mode != MT_UPSAMPLE_BILINEAR)
+        return mt_fail(MT_ERR_ARG, "%s: unknown upsampling mode %d", op, (int)mode);
+    if (mode == MT_UPSAMPLE_NEAREST && align_corners)
+        return mt_fail(MT_ERR_ARG, "%s: align_corners goes with bilinear upsampling, not nearest",
+                       op);
+    MT_TRY(check_nhwc(op, rx, ctx, x, MT_F32));
+    MT_TRY(check_nhwc(op, ry, ctx, y, MT_F32));
+    if (x->shape[0] != y->shape[0] || x->shape[3] != y->shape[3])
+        return mt_fail(MT_ERR_SHAPE, "%s: %s %s and %s %s: images or channels differ", op, rx, D(x),
+                       ry, D(y));
+    const mt_tensor *maps[] = {x, y};
+    const char *roles[] = {rx, ry};
+    for (int i = 0; i < 2; i++)
+        if (maps[i]->shape[1] < 1 || maps[i]->shape[2] < 1)
+            return mt_fail(MT_ERR_SHAPE, "%s: %s %s: expected a map of at least 1x1", op, roles[i],
+                           D(maps[i]));
+    return MT_OK;
+}
+
+mt_status mt_upsample2d_fwd(mt_ctx *ctx, mt_upsample_mode mode, bool align_corners,
+                            const mt_tensor *x, mt_tensor *y) {
+    const char *op = "upsample2d_fwd";
+    MT_TRY(check_upsample(op, ctx, mode, align_corners, "x", x, "y", y));
+    MT_TRY(check_alias(op, "y", y, "x", x, false));
+    if (mt_tensor_numel(y) == 0) return MT_OK;
+    return DISPATCH(upsample2d_fwd, mode, align_corners, x, y);
+}
+
+mt_status mt_upsample2d_bwd(mt_ctx *ctx, mt_upsample_mode mode, bool align_corners,
+                            const mt_tensor *dy, mt_tensor *dx) {
+    const char *op = "upsample2d_bwd";
+    MT_TRY(check_upsample(op, ctx, mode, align_corners, "dx", dx, "dy", dy));
+    MT_TRY(check_alias(op, "dx", dx, "dy", dy, false));
+    if (mt_tensor_numel(dx) == 0) return MT_OK;
+    return DISPATCH(upsample2d_bwd, mode, align_corners, dy, dx);
+}
+
+/* ---- soft Dice pieces ------------------------------------------------------------------------ */
+
+/* p and g (N,P,C), the same shape, C >= 1; and a per-(image, class) tensor t (N,C,k). */
+static mt_status check_dice(const char *op, mt_ctx *ctx, const mt_tensor *p, const mt_tensor *g,
+                            const char *rt, const mt_tensor *t, int64_t k) {
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_tensor(op, "p", ctx, p, MT_F32, 3, 3));
+    MT_TRY(check_tensor(op, "g", ctx, g, MT_F32, 3, 3));
+    MT_TRY(check_same_shape(op, "p", p, "g", g));
+    if (p->shape[2] < 1) return mt_fail(MT_ERR_SHAPE, "%s: p %s: no classes", op, D(p));
+    MT_TRY(check_tensor(op, rt, ctx, t, MT_F32, 3, 3));
+    char from[96];
+    snprintf(from, sizeof from, " (images, classes, %" PRId64 ") for p %s", k, D(p));
+    return check_shape_is(op, rt, t, 3, (int64_t[]){p->shape[0], p->shape[2], k}, from);
+}
+
+mt_status mt_dice_sums(mt_ctx *ctx, const mt_tensor *p, const mt_tensor *g, bool squared,
+                       mt_tensor *sums) {
+    const char *op = "dice_sums";
+    MT_TRY(check_dice(op, ctx, p, g, "sums", sums, 3));
+    MT_TRY(check_alias(op, "sums", sums, "p", p, false));
+    MT_TRY(check_alias(op, "sums", sums, "g", g, false));
+    if (mt_tensor_numel(sums) == 0) return MT_OK;
+    if (p->shape[1] == 0) return mt_tensor_zero(ctx, sums); /* no pixels: sums of nothing */
+    return DISPATCH(dice_sums, p, g, squared, sums);
+}
+
+mt_status mt_dice_bwd(mt_ctx *ctx, const mt_tensor *p, const mt_tensor *g, const mt_tensor *coef,
+                      bool squared, mt_tensor *dp) {
+    const char *op = "dice_bwd";
+    MT_TRY(check_dice(op, ctx, p, g, "coef", coef, 2));
+    MT_TRY(check_tensor(op, "dp", ctx, dp, MT_F32, 3, 3));
+    MT_TRY(check_same_shape(op, "p", p, "dp", dp));
+    MT_TRY(check_alias(op, "dp", dp, "p", p, true));
+    MT_TRY(check_alias(op, "dp", dp, "g", g, true));
+    MT_TRY(check_alias(op, "dp", dp, "coef", coef, false));
+    if (mt_tensor_numel(dp) == 0) return MT_OK;
+    return DISPATCH(dice_bwd, p, g, coef, squared, dp);
 }
 
 /* ---- dropout --------------------------------------------------------------------------------- */

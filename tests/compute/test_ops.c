@@ -652,7 +652,7 @@ typedef struct act_p {
     bool alias; /* y is x (forward) or dx is dy (backward) */
 } act_p;
 
-static const char *act_names[] = {"relu", "gelu", "gelu_tanh", "silu"};
+static const char *act_names[] = {"relu", "gelu", "gelu_tanh", "silu", "sigmoid"};
 
 static mt_status call_act_fwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
     const act_p *a = p;
@@ -682,6 +682,8 @@ static double act_ref(mt_act_kind k, double x) {
         return 0.5 * x * (1 + tanh(sqrt(2 / PI) * (x + 0.044715 * x * x * x)));
     case MT_ACT_SILU:
         return x / (1 + exp(-x));
+    case MT_ACT_SIGMOID:
+        return 1 / (1 + exp(-x));
     }
     return NAN;
 }
@@ -699,6 +701,10 @@ static double act_grad_ref(mt_act_kind k, double x) {
     case MT_ACT_SILU: {
         double s = 1 / (1 + exp(-x));
         return s * (1 + x * (1 - s));
+    }
+    case MT_ACT_SIGMOID: {
+        double s = 1 / (1 + exp(-x));
+        return s * (1 - s);
     }
     }
     return NAN;
@@ -745,7 +751,7 @@ static void act_case(mt_act_kind kind, bool alias, int nd, const int64_t *shape,
 
 static void test_act(void) {
     rng_seed(6);
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k <= MT_ACT_SIGMOID; k++) {
         for (int t = 0; t < 4; t++) {
             int64_t shape[4];
             int nd = random_shape(shape, 1 + t, 11);
@@ -1107,6 +1113,90 @@ static void test_bce_nan_mask(void) {
     c.nin = 2;
     MT_CHECK_OK(run_on(ctx, call_bce_fwd, &without, &c, r2));
     MT_CHECK(F(&r1[0])[0] == F(&r2[0])[0]);
+}
+
+/* ==== soft Dice pieces ======================================================================== */
+
+typedef struct dice_p {
+    bool squared;
+    bool alias; /* dice_bwd: dp is p */
+} dice_p;
+
+/* in: p, g; out: sums */
+static mt_status call_dice_sums(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const dice_p *d = p;
+    return mt_dice_sums(ctx, &in[0], &in[1], d->squared, &out[0]);
+}
+
+/* in: p, g, coef; out: dp */
+static mt_status call_dice_bwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const dice_p *d = p;
+    if (!d->alias) return mt_dice_bwd(ctx, &in[0], &in[1], &in[2], d->squared, &out[0]);
+    MT_TRY(mt_tensor_copy(ctx, &out[0], &in[0]));
+    return mt_dice_bwd(ctx, &out[0], &in[1], &in[2], d->squared, &out[0]);
+}
+
+/* p in (0,1); g hard {0,1} labels or soft ones in [0,1]. */
+static void dice_case(int64_t n, int64_t pix, int64_t c, dice_p dp, bool soft, bool fd) {
+    io f = {.nin = 2, .nout = 1};
+    f.in[0] = HT(MT_F32, n, pix, c);
+    f.in[1] = HT(MT_F32, n, pix, c);
+    f.out[0] = HT(MT_F32, n, c, 3);
+    fill_uniform(&f.in[0], 0.01, 0.99);
+    for (int64_t i = 0; i < N(&f.in[1]); i++)
+        F(&f.in[1])[i] = soft ? rng_range(0, 1) : (float)(rng_unif() < 0.3);
+    io b = {.nin = 3, .nout = 1, .in = {f.in[0], f.in[1], HT(MT_F32, n, c, 2)}};
+    b.out[0] = H_like(&f.in[0]);
+    fill_uniform(&b.in[2], -1, 1);
+    double *sums = DBL(n * c * 3), *dpv = DBL(N(&f.in[0])), *dpmag = DBL(N(&f.in[0]));
+    for (int64_t i = 0; i < n * c * 3; i++) sums[i] = 0;
+    for (int64_t img = 0; img < n; img++)
+        for (int64_t i = 0; i < pix; i++)
+            for (int64_t k = 0; k < c; k++) {
+                int64_t e = (img * pix + i) * c + k, s = (img * c + k) * 3;
+                double pv = F(&f.in[0])[e], gv = F(&f.in[1])[e];
+                double a = F(&b.in[2])[(img * c + k) * 2], bb = F(&b.in[2])[(img * c + k) * 2 + 1];
+                sums[s] += pv * gv;
+                sums[s + 1] += dp.squared ? pv * pv : pv;
+                sums[s + 2] += dp.squared ? gv * gv : gv;
+                double t = bb * (dp.squared ? 2 * pv : 1);
+                dpv[e] = a * gv + t;
+                dpmag[e] = fabs(a * gv) + fabs(t);
+            }
+    char label[160], dd[96];
+    snprintf(label, sizeof label, "p %s, %s, %s targets%s", desc(&f.in[0], dd),
+             dp.squared ? "squared" : "plain", soft ? "soft" : "hard", dp.alias ? ", dp is p" : "");
+    /* the sums have non-negative terms: relative to the value */
+    run_case("dice_sums", label, call_dice_sums, &dp, &f, (expect[]){{sums, NULL, F32_TOL, 1e-6}},
+             NULL);
+    run_case("dice_bwd", label, call_dice_bwd, &dp, &b, (expect[]){{dpv, dpmag, F32_TOL, 1e-3}},
+             NULL);
+    if (!fd) return;
+    /* L = sum a*S1 + b*S2 + c*S3 over images and classes: dL/dp is dice_bwd with coef (a, b) */
+    float *wts = test_alloc((size_t)(n * c * 3) * sizeof(float));
+    for (int64_t i = 0; i < n * c; i++) {
+        wts[3 * i] = F(&b.in[2])[2 * i];
+        wts[3 * i + 1] = F(&b.in[2])[2 * i + 1];
+        wts[3 * i + 2] = rng_range(-1, 1);
+    }
+    dice_p plain = {dp.squared, false};
+    for (int d = 0; d < MT_DEVICE_COUNT; d++) {
+        mt_tensor grad;
+        if (g_have[d] && grad_on(&g_ctx[d], call_dice_bwd, &plain, &b, &grad))
+            fd_check(&g_ctx[d], "dice_bwd", label, call_dice_sums, &plain, &f, 0, wts, &grad, 1e-3);
+    }
+}
+
+static void test_dice(void) {
+    rng_seed(30);
+    for (int sq = 0; sq < 2; sq++) {
+        dice_case(1, 1, 1, (dice_p){sq, false}, false, true);
+        dice_case(2, 7, 3, (dice_p){sq, false}, false, true);
+        dice_case(3, 50, 4, (dice_p){sq, true}, true, true);
+        dice_case(2, 33, 1, (dice_p){sq, false}, true, true);
+        dice_case(2, 70001, 2, (dice_p){sq, false}, false, false); /* chunks, threads */
+        dice_case(1, 4096, 5, (dice_p){sq, true}, true, false);
+    }
 }
 
 /* ==== embedding =============================================================================== */
@@ -1608,6 +1698,271 @@ static void test_conv_pool_geometry(void) {
     MT_CHECK(mt_pool2d_out_dim(7, 7, 1, 0, false) == 1 && mt_pool2d_out_dim(2, 3, 1, 0, true) == 0);
 }
 
+/* ==== per-channel bias ======================================================================== */
+
+/* in: bias; out: x (+= bias) */
+static mt_status call_bias_add(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    return mt_bias_add(ctx, &in[0], &out[0]);
+}
+
+/* The forward as a function of the bias, for finite differences. in: bias, x; out: x + bias */
+static mt_status call_bias_fwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    MT_TRY(mt_tensor_copy(ctx, &out[0], &in[1]));
+    return mt_bias_add(ctx, &in[0], &out[0]);
+}
+
+/* in: dy; out: dbias (+=) */
+static mt_status call_bias_grad(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    return mt_bias_grad(ctx, &in[0], &out[0]);
+}
+
+static void bias_case(int nd, const int64_t *shape, bool fd) {
+    int64_t c = shape[nd - 1];
+    io a = {.nin = 1, .nout = 1, .in = {HT(MT_F32, c)}, .out = {H(MT_F32, nd, shape)}};
+    fill_uniform(&a.in[0], -1, 1);
+    fill_uniform(&a.out[0], -2, 2);
+    int64_t n = N(&a.out[0]), rows = n / c;
+    double *y = DBL(n), *db = DBL(c), *dbmag = DBL(c);
+    for (int64_t i = 0; i < n; i++) y[i] = (double)F(&a.out[0])[i] + F(&a.in[0])[i % c];
+    io g = {.nin = 1, .nout = 1, .in = {H(MT_F32, nd, shape)}, .out = {HT(MT_F32, c)}};
+    fill_uniform(&g.in[0], -1, 1);
+    fill_uniform(&g.out[0], -1, 1); /* earlier gradients: bias_grad adds */
+    for (int64_t j = 0; j < c; j++) db[j] = F(&g.out[0])[j], dbmag[j] = fabs(db[j]);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < c; j++) {
+            db[j] += F(&g.in[0])[r * c + j];
+            dbmag[j] += fabs(F(&g.in[0])[r * c + j]);
+        }
+    char label[128], d[96];
+    snprintf(label, sizeof label, "x %s", desc(&a.out[0], d));
+    run_case("bias_add", label, call_bias_add, NULL, &a, (expect[]){{y, NULL, F32_TOL, 1.0}}, NULL);
+    run_case("bias_grad", label, call_bias_grad, NULL, &g, (expect[]){{db, dbmag, GRAD_TOL, 1.0}},
+             NULL);
+    if (!fd) return;
+    /* L = <dy, x + bias>, from a zero gradient */
+    io f = {.nin = 2, .nout = 1, .in = {a.in[0], a.out[0]}, .out = {H_like(&a.out[0])}};
+    io gz = g;
+    gz.out[0] = HT(MT_F32, c);
+    memset(gz.out[0].data, 0, mt_tensor_bytes(&gz.out[0]));
+    for (int dv = 0; dv < MT_DEVICE_COUNT; dv++) {
+        mt_tensor grad;
+        if (g_have[dv] && grad_on(&g_ctx[dv], call_bias_grad, NULL, &gz, &grad))
+            fd_check(&g_ctx[dv], "bias_grad", label, call_bias_fwd, NULL, &f, 0, F(&g.in[0]), &grad,
+                     1e-2);
+    }
+}
+
+static void test_bias(void) {
+    rng_seed(27);
+    bias_case(1, (int64_t[]){1}, true);
+    bias_case(1, (int64_t[]){7}, true);
+    bias_case(2, (int64_t[]){5, 3}, true);
+    bias_case(4, (int64_t[]){2, 3, 4, 6}, true);
+    bias_case(2, (int64_t[]){300, 257}, false); /* OpenMP threshold */
+    bias_case(2, (int64_t[]){40000, 3}, false); /* several chunks of rows */
+}
+
+/* ==== transposed convolution ================================================================== */
+
+typedef struct convt_p {
+    mt_conv2d_params cp;
+    int oph, opw; /* output padding */
+    bool bias;
+} convt_p;
+
+/* in: x, w[, bias]; out: y */
+static mt_status call_convt_fwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const convt_p *t = p;
+    return mt_conv_transpose2d_fwd(ctx, &t->cp, t->oph, t->opw, &in[0], &in[1],
+                                   t->bias ? &in[2] : NULL, &out[0]);
+}
+
+/* in: dy, w; out: dx */
+static mt_status call_convt_bwd_data(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const convt_p *t = p;
+    return mt_conv_transpose2d_bwd_data(ctx, &t->cp, t->oph, t->opw, &in[0], &in[1], &out[0]);
+}
+
+/* in: x, dy; out: dw[, dbias] */
+static mt_status call_convt_bwd_filter(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const convt_p *t = p;
+    return mt_conv_transpose2d_bwd_filter(ctx, &t->cp, t->oph, t->opw, &in[0], &in[1], &out[0],
+                                          t->bias ? &out[1] : NULL);
+}
+
+/* The same with dbias as output 0 (for grad_on): in: x, dy; out: dbias, dw. */
+static mt_status call_convt_bwd_bias(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const convt_p *t = p;
+    return mt_conv_transpose2d_bwd_filter(ctx, &t->cp, t->oph, t->opw, &in[0], &in[1], &out[1],
+                                          &out[0]);
+}
+
+/* Output sizes by PyTorch's ConvTranspose2d formula; c and k are the input and output channels. */
+static conv_geo convt_geo_of(const convt_p *t, int64_t n, int64_t h, int64_t w, int64_t c,
+                             int64_t k, int64_t r, int64_t s) {
+    const mt_conv2d_params *cp = &t->cp;
+    conv_geo g = {n, h, w, c, k, r, s, 0, 0, c / cp->groups, k / cp->groups};
+    g.p = (h - 1) * cp->stride_h - 2 * cp->pad_h + cp->dil_h * (r - 1) + 1 + t->oph;
+    g.q = (w - 1) * cp->stride_w - 2 * cp->pad_w + cp->dil_w * (s - 1) + 1 + t->opw;
+    return g;
+}
+
+/* The transposed convolution by its definition, a scatter: every input pixel adds x * w into the
+ * output pixels its kernel taps land on (those outside the output are cropped by the padding),
+ * in double; dx, dw and db for dy likewise (dw and db added to what they hold), with magnitudes.
+ * x (n,h,w,c), w (c,r,s,kg), y (n,p,q,k). */
+static void convt_reference(const mt_conv2d_params *cp, const conv_geo *g, const float *x,
+                            const float *w, const float *b, const float *dy, conv_refs *o) {
+    int64_t ny = g->n * g->p * g->q * g->k, nx = g->n * g->h * g->w * g->c;
+    for (int64_t i = 0; i < ny; i++) o->y[i] = b ? b[i % g->k] : 0, o->ymag[i] = fabs(o->y[i]);
+    for (int64_t i = 0; i < nx; i++) o->dx[i] = o->dxmag[i] = 0;
+    for (int64_t i = 0; i < ny; i++) {
+        o->db[i % g->k] += dy[i];
+        o->dbmag[i % g->k] += fabs(dy[i]);
+    }
+    for (int64_t n = 0; n < g->n; n++)
+        for (int64_t ih = 0; ih < g->h; ih++)
+            for (int64_t iw = 0; iw < g->w; iw++)
+                for (int64_t c = 0; c < g->c; c++) {
+                    int64_t gi = c / g->cg, xi = ((n * g->h + ih) * g->w + iw) * g->c + c;
+                    for (int64_t r = 0; r < g->r; r++)
+                        for (int64_t s = 0; s < g->s; s++) {
+                            int64_t oh = ih * cp->stride_h - cp->pad_h + r * cp->dil_h;
+                            int64_t ow = iw * cp->stride_w - cp->pad_w + s * cp->dil_w;
+                            if (oh < 0 || oh >= g->p || ow < 0 || ow >= g->q) continue;
+                            for (int64_t kk = 0; kk < g->kg; kk++) {
+                                int64_t yo = ((n * g->p + oh) * g->q + ow) * g->k + gi * g->kg + kk;
+                                int64_t wi = ((c * g->r + r) * g->s + s) * g->kg + kk;
+                                double t = (double)x[xi] * w[wi];
+                                o->y[yo] += t;
+                                o->ymag[yo] += fabs(t);
+                                o->dx[xi] += (double)dy[yo] * w[wi];
+                                o->dxmag[xi] += fabs((double)dy[yo] * w[wi]);
+                                o->dw[wi] += (double)dy[yo] * x[xi];
+                                o->dwmag[wi] += fabs((double)dy[yo] * x[xi]);
+                            }
+                        }
+                }
+}
+
+/* One transposed convolution x (n,h,w,c) -> (n,p,q,k): the three passes against the scatter
+ * reference, and (fd) finite differences for x, w and bias. */
+static void convt_case(int64_t n, int64_t h, int64_t w, int64_t c, int64_t k, int64_t r, int64_t s,
+                       convt_p tp, bool fd) {
+    conv_geo g = convt_geo_of(&tp, n, h, w, c, k, r, s);
+    io f = {.nin = tp.bias ? 3 : 2, .nout = 1};
+    f.in[0] = HT(MT_F32, n, h, w, c);
+    f.in[1] = HT(MT_F32, c, r, s, g.kg);
+    if (tp.bias) f.in[2] = HT(MT_F32, k);
+    f.out[0] = HT(MT_F32, n, g.p, g.q, k);
+    for (int i = 0; i < f.nin; i++) fill_uniform(&f.in[i], -1, 1);
+    mt_tensor dy = H_like(&f.out[0]);
+    fill_uniform(&dy, -1, 1);
+    io bd = {.nin = 2, .nout = 1, .in = {dy, f.in[1]}, .out = {H_like(&f.in[0])}};
+    io bf = {.nin = 2, .nout = tp.bias ? 2 : 1, .in = {f.in[0], dy}, .out = {H_like(&f.in[1])}};
+    fill_uniform(&bf.out[0], -1, 1); /* earlier gradients: they accumulate */
+    if (tp.bias) {
+        bf.out[1] = HT(MT_F32, k);
+        fill_uniform(&bf.out[1], -1, 1);
+    }
+    int64_t ny = N(&f.out[0]), nx = N(&f.in[0]), nw = N(&f.in[1]);
+    conv_refs o = {DBL(ny), DBL(ny), DBL(nx), DBL(nx), DBL(nw), DBL(nw), DBL(k), DBL(k)};
+    for (int64_t i = 0; i < nw; i++) o.dw[i] = F(&bf.out[0])[i], o.dwmag[i] = fabs(o.dw[i]);
+    for (int64_t i = 0; i < k; i++) {
+        o.db[i] = tp.bias ? F(&bf.out[1])[i] : 0;
+        o.dbmag[i] = fabs(o.db[i]);
+    }
+    convt_reference(&tp.cp, &g, F(&f.in[0]), F(&f.in[1]), tp.bias ? F(&f.in[2]) : NULL, F(&dy), &o);
+
+    const mt_conv2d_params *cp = &tp.cp;
+    char label[220], dx_[96], dw_[96];
+    snprintf(label, sizeof label,
+             "x %s, w %s, stride %dx%d, pad %dx%d, dil %dx%d, groups %d, out_pad %dx%d%s",
+             desc(&f.in[0], dx_), desc(&f.in[1], dw_), cp->stride_h, cp->stride_w, cp->pad_h,
+             cp->pad_w, cp->dil_h, cp->dil_w, cp->groups, tp.oph, tp.opw, tp.bias ? ", bias" : "");
+    run_case("conv_transpose2d_fwd", label, call_convt_fwd, &tp, &f,
+             (expect[]){{o.y, o.ymag, F32_TOL, 1.0}}, NULL);
+    run_case("conv_transpose2d_bwd_data", label, call_convt_bwd_data, &tp, &bd,
+             (expect[]){{o.dx, o.dxmag, GRAD_TOL, 1.0}}, NULL);
+    run_case("conv_transpose2d_bwd_filter", label, call_convt_bwd_filter, &tp, &bf,
+             (expect[]){{o.dw, o.dwmag, GRAD_TOL, 1.0}, {o.db, o.dbmag, GRAD_TOL, 1.0}}, NULL);
+    if (!fd) return;
+    /* L = <dy, convT(x, w) + bias>; the filter gradients start from zero */
+    io bz = bf;
+    bz.out[0] = H_like(&f.in[1]);
+    memset(bz.out[0].data, 0, mt_tensor_bytes(&bz.out[0]));
+    if (tp.bias) {
+        bz.out[1] = HT(MT_F32, k);
+        memset(bz.out[1].data, 0, mt_tensor_bytes(&bz.out[1]));
+    }
+    io bb = bz; /* dbias first, for grad_on */
+    if (tp.bias) bb.out[0] = bz.out[1], bb.out[1] = bz.out[0];
+    for (int d = 0; d < MT_DEVICE_COUNT; d++) {
+        mt_tensor grad;
+        if (!g_have[d]) continue;
+        if (grad_on(&g_ctx[d], call_convt_bwd_data, &tp, &bd, &grad))
+            fd_check(&g_ctx[d], "conv_transpose2d_bwd_data", label, call_convt_fwd, &tp, &f, 0,
+                     F(&dy), &grad, 1e-2);
+        if (grad_on(&g_ctx[d], call_convt_bwd_filter, &tp, &bz, &grad))
+            fd_check(&g_ctx[d], "conv_transpose2d_bwd_filter", label, call_convt_fwd, &tp, &f, 1,
+                     F(&dy), &grad, 1e-2);
+        if (tp.bias && grad_on(&g_ctx[d], call_convt_bwd_bias, &tp, &bb, &grad))
+            fd_check(&g_ctx[d], "conv_transpose2d_bwd_filter", label, call_convt_fwd, &tp, &f, 2,
+                     F(&dy), &grad, 1e-2);
+    }
+}
+
+/* stride, pad, dilation, groups, output padding, bias */
+#define CONVT(sh, sw, ph, pw, dh, dw, gr, oph, opw, bias)                                          \
+    ((convt_p){{sh, sw, ph, pw, dh, dw, gr}, oph, opw, bias})
+
+static void test_conv_transpose(void) {
+    rng_seed(28);
+    convt_case(2, 4, 5, 3, 4, 3, 3, CONVT(1, 1, 0, 0, 1, 1, 1, 0, 0, true), true);  /* full */
+    convt_case(2, 3, 3, 5, 4, 1, 1, CONVT(1, 1, 0, 0, 1, 1, 1, 0, 0, false), true); /* 1x1 */
+    convt_case(2, 4, 4, 6, 3, 2, 2, CONVT(2, 2, 0, 0, 1, 1, 1, 0, 0, true), true);  /* UNet up */
+    convt_case(1, 5, 4, 4, 5, 3, 3, CONVT(2, 2, 1, 1, 1, 1, 1, 1, 1, true), true);  /* out_pad */
+    convt_case(1, 4, 4, 2, 3, 4, 4, CONVT(2, 2, 1, 1, 1, 1, 1, 0, 0, true), true);  /* DCGAN */
+    convt_case(2, 4, 3, 3, 2, 3, 3, CONVT(1, 1, 2, 2, 2, 2, 1, 0, 0, true), true);  /* dilated */
+    convt_case(2, 3, 4, 4, 6, 3, 3, CONVT(2, 1, 1, 0, 1, 1, 2, 1, 0, true), true);  /* groups */
+    convt_case(1, 5, 5, 3, 3, 3, 3, CONVT(2, 2, 1, 1, 1, 1, 3, 0, 1, false), true); /* depthwise */
+    convt_case(1, 3, 5, 2, 3, 2, 3, CONVT(3, 2, 0, 1, 1, 2, 1, 2, 1, true), true);  /* non-square */
+    convt_case(2, 4, 4, 2, 6, 3, 3, CONVT(3, 3, 1, 1, 1, 1, 2, 2, 2, true), true);  /* stride > k */
+    convt_case(1, 1, 1, 4, 3, 3, 3, CONVT(1, 1, 0, 0, 1, 1, 1, 0, 0, true), true);  /* one pixel */
+    convt_case(1, 4, 4, 3, 2, 3, 3, CONVT(1, 1, 2, 2, 1, 1, 1, 0, 0, true), true);  /* crops */
+    /* larger: the convolutions' chunked and threaded paths */
+    convt_case(2, 16, 16, 32, 16, 2, 2, CONVT(2, 2, 0, 0, 1, 1, 1, 0, 0, true), false);
+    convt_case(2, 12, 10, 24, 24, 3, 3, CONVT(2, 2, 1, 1, 1, 1, 1, 1, 1, true), false);
+    convt_case(1, 9, 9, 16, 16, 3, 3, CONVT(1, 1, 1, 1, 1, 1, 16, 0, 0, true), false);
+}
+
+/* PyTorch's own ConvTranspose2d on a small grouped case, to pin the weight layout and the output
+ * padding to torch rather than to the reference above: x (1,2,2,2) with x[h][w][c] =
+ * ((h*W + w)*C + c) % 5 - 2, our w (C=2,R=2,S=3,K/groups=2) with w[c][r][s][k] =
+ * ((((c*R + r)*S + s)*2 + k) % 7 - 3) / 2, bias[k] = k/4 - 1/2; groups 2, stride 2x1, padding 0x1,
+ * output padding 1x0. Computed with /work/torchenv/bin/python (torch 2.x, CPU): nn.ConvTranspose2d
+ * with weight = w.permute(0,3,1,2), y = m(x.permute(0,3,1,2)).permute(0,2,3,1), "%.9g". */
+static const float torch_convt_y[] = {0.5f,  -0.25f, 2.5f,  2.75f, -1.5f, -2.25f, -1.0f, -0.75f,
+                                      1.5f,  0.75f,  -1.0f, 2.75f, -0.5f, -1.25f, 2.5f,  -0.75f,
+                                      0.0f,  0.75f,  3.0f,  2.25f, 1.0f,  1.75f,  1.0f,  0.25f,
+                                      -4.0f, 0.25f,  -3.0f, 3.25f, 0.5f,  1.25f,  2.0f,  1.25f,
+                                      -0.5f, -0.25f, 0.0f,  0.25f, -0.5f, -0.25f, 0.0f,  0.25f};
+
+static void test_conv_transpose_torch(void) {
+    convt_p tp = CONVT(2, 1, 0, 1, 1, 1, 2, 1, 0, true);
+    io f = {.nin = 3,
+            .nout = 1,
+            .in = {HT(MT_F32, 1, 2, 2, 2), HT(MT_F32, 2, 2, 3, 2), HT(MT_F32, 4)},
+            .out = {HT(MT_F32, 1, 5, 2, 4)}};
+    for (int i = 0; i < 8; i++) F(&f.in[0])[i] = (float)(i % 5 - 2);
+    for (int i = 0; i < 24; i++) F(&f.in[1])[i] = (float)(i % 7 - 3) / 2;
+    for (int k = 0; k < 4; k++) F(&f.in[2])[k] = k / 4.0f - 0.5f;
+    double ref[40];
+    for (int i = 0; i < 40; i++) ref[i] = torch_convt_y[i];
+    run_case("conv_transpose2d_fwd", "PyTorch's values, groups 2, stride 2x1, out_pad 1x0",
+             call_convt_fwd, &tp, &f, (expect[]){{ref, NULL, F32_TOL, 1.0}}, NULL);
+}
+
 /* ==== batch norm ============================================================================== */
 
 typedef struct bn_p {
@@ -1982,6 +2337,259 @@ static void test_pool(void) {
     double y[2] = {NAN, -INFINITY}, a[2] = {1, 0};
     run_case("maxpool2d_fwd", "NaN and -inf", call_maxpool_fwd, &pp, &f,
              (expect[]){{y, NULL, 0, 1.0}, {a, NULL, 0, 1.0}}, NULL);
+}
+
+/* ==== upsampling ============================================================================== */
+
+typedef struct up_p {
+    mt_upsample_mode mode;
+    bool ac; /* align_corners */
+} up_p;
+
+static const char *up_names[] = {"nearest", "bilinear"};
+
+/* in: x; out: y */
+static mt_status call_up_fwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const up_p *u = p;
+    return mt_upsample2d_fwd(ctx, u->mode, u->ac, &in[0], &out[0]);
+}
+
+/* in: dy; out: dx */
+static mt_status call_up_bwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const up_p *u = p;
+    return mt_upsample2d_bwd(ctx, u->mode, u->ac, &in[0], &out[0]);
+}
+
+/* The input indices output index o reads along one axis (in -> out) and their weights, by
+ * PyTorch's formulas in its float arithmetic (ATen/native/UpSample.h, written out again here;
+ * the constants of test_upsample_torch pin them to torch itself). Returns the number of taps. */
+static int up_taps_ref(const up_p *u, int64_t o, int64_t in, int64_t out, int64_t idx[2],
+                       double wt[2]) {
+    if (u->mode == MT_UPSAMPLE_NEAREST) {
+        float sc = (float)in / (float)out;
+        int64_t i = out == in ? o : out == 2 * in ? o / 2 : (int64_t)floorf((float)o * sc);
+        idx[0] = i < in - 1 ? i : in - 1;
+        wt[0] = 1;
+        return 1;
+    }
+    if (out == in) {
+        idx[0] = idx[1] = o;
+        wt[0] = 1, wt[1] = 0;
+        return 2;
+    }
+    float src;
+    if (u->ac) {
+        src = (out > 1 ? (float)(in - 1) / (float)(out - 1) : 0.0f) * (float)o;
+    } else { /* rounded once, as PyTorch's channels-last kernel does (an FMA) */
+        src = fmaf((float)in / (float)out, (float)o + 0.5f, -0.5f);
+        src = src < 0 ? 0 : src;
+    }
+    int64_t i = (int64_t)floorf(src);
+    i = i < in - 1 ? i : in - 1;
+    float l = fminf(fmaxf(src - (float)i, 0.0f), 1.0f);
+    idx[0] = i;
+    idx[1] = i < in - 1 ? i + 1 : i;
+    wt[0] = 1.0f - l, wt[1] = l;
+    return 2;
+}
+
+/* y, dx (for dy) and their magnitudes by the definition: y[o] = sum of weighted x, and dx gets
+ * every weighted dy back. */
+static void up_reference(const up_p *u, const mt_tensor *x, const mt_tensor *y, const float *dy,
+                         double *yv, double *ymag, double *dx, double *dxmag) {
+    int64_t n = x->shape[0], h = x->shape[1], w = x->shape[2], c = x->shape[3];
+    int64_t p = y->shape[1], q = y->shape[2];
+    for (int64_t i = 0; i < N(x); i++) dx[i] = dxmag[i] = 0;
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t oh = 0; oh < p; oh++)
+            for (int64_t ow = 0; ow < q; ow++) {
+                int64_t ih[2], iw[2];
+                double wh[2], ww[2];
+                int th = up_taps_ref(u, oh, h, p, ih, wh), tw = up_taps_ref(u, ow, w, q, iw, ww);
+                for (int64_t k = 0; k < c; k++) {
+                    int64_t yo = ((b * p + oh) * q + ow) * c + k;
+                    yv[yo] = ymag[yo] = 0;
+                    for (int a = 0; a < th; a++)
+                        for (int e = 0; e < tw; e++) {
+                            int64_t xi = ((b * h + ih[a]) * w + iw[e]) * c + k;
+                            double t = wh[a] * ww[e] * F(x)[xi], g = wh[a] * ww[e] * dy[yo];
+                            yv[yo] += t;
+                            ymag[yo] += fabs(t);
+                            dx[xi] += g;
+                            dxmag[xi] += fabs(g);
+                        }
+                }
+            }
+}
+
+static void up_case(up_p u, int64_t n, int64_t h, int64_t w, int64_t c, int64_t p, int64_t q,
+                    bool fd) {
+    io f = {.nin = 1, .nout = 1, .in = {HT(MT_F32, n, h, w, c)}, .out = {HT(MT_F32, n, p, q, c)}};
+    fill_uniform(&f.in[0], -2, 2);
+    mt_tensor dy = H_like(&f.out[0]);
+    fill_uniform(&dy, -1, 1);
+    io b = {.nin = 1, .nout = 1, .in = {dy}, .out = {H_like(&f.in[0])}};
+    int64_t ny = N(&dy), nx = N(&f.in[0]);
+    double *y = DBL(ny), *ymag = DBL(ny), *dx = DBL(nx), *dxmag = DBL(nx);
+    up_reference(&u, &f.in[0], &f.out[0], F(&dy), y, ymag, dx, dxmag);
+    char label[160], dd[96];
+    snprintf(label, sizeof label, "%s%s, x %s to %" PRId64 "x%" PRId64, up_names[u.mode],
+             u.ac ? " align_corners" : "", desc(&f.in[0], dd), p, q);
+    run_case("upsample2d_fwd", label, call_up_fwd, &u, &f, (expect[]){{y, ymag, F32_TOL, 1.0}},
+             NULL);
+    run_case("upsample2d_bwd", label, call_up_bwd, &u, &b, (expect[]){{dx, dxmag, F32_TOL, 1.0}},
+             NULL);
+    for (int d = 0; fd && d < MT_DEVICE_COUNT; d++) {
+        mt_tensor grad;
+        if (g_have[d] && grad_on(&g_ctx[d], call_up_bwd, &u, &b, &grad))
+            fd_check(&g_ctx[d], "upsample2d_bwd", label, call_up_fwd, &u, &f, 0, F(&dy), &grad,
+                     1e-2);
+    }
+}
+
+static void test_upsample(void) {
+    rng_seed(29);
+    static const up_p modes[] = {
+        {MT_UPSAMPLE_NEAREST, false}, {MT_UPSAMPLE_BILINEAR, false}, {MT_UPSAMPLE_BILINEAR, true}};
+    for (int m = 0; m < 3; m++) {
+        up_p u = modes[m];
+        up_case(u, 2, 3, 3, 2, 6, 6, true);       /* scale 2 */
+        up_case(u, 1, 3, 5, 3, 9, 15, true);      /* scale 3 */
+        up_case(u, 1, 5, 3, 2, 7, 4, true);       /* 5 -> 7, 3 -> 4 */
+        up_case(u, 2, 7, 5, 1, 3, 9, true);       /* down in h, up by 9/5 in w */
+        up_case(u, 1, 4, 6, 3, 4, 6, true);       /* same size */
+        up_case(u, 1, 1, 1, 4, 5, 3, true);       /* from one pixel */
+        up_case(u, 1, 6, 5, 2, 1, 1, true);       /* to one pixel */
+        up_case(u, 1, 2, 9, 1, 13, 2, true);      /* 2 -> 13, 9 -> 2 */
+        up_case(u, 1, 10, 7, 1, 23, 31, true);    /* odd ratios */
+        up_case(u, 2, 32, 32, 16, 64, 64, false); /* OpenMP threshold */
+        up_case(u, 1, 40, 30, 3, 100, 70, false); /* 2.5 and 7/3 */
+        up_case(u, 1, 64, 64, 8, 17, 100, false); /* down and up */
+    }
+}
+
+/* Forward values from PyTorch itself, for a 1-channel map x[h][w] = ((h*W + w)*3 % 7) - 3 + h/4,
+ * computed with /work/torchenv/bin/python (torch 2.x, CPU):
+ *     F.interpolate(x.view(1,1,H,W), size=(P,Q), mode=..., align_corners=...).view(-1)
+ * printed with "%.9g". Nearest must match exactly (the same pixels are read); bilinear to f32
+ * rounding (the weights are PyTorch's bit for bit, the order of the four products is not). */
+static const float torch_b33_66[] = {
+    -3.0f,    -2.25f,  -0.75f,   0.75f,    2.25f,    3.0f,     -2.4375f, -1.6875f, -0.1875f,
+    0.875f,   1.5f,    1.8125f,  -1.3125f, -0.5625f, 0.9375f,  1.125f,   0.0f,     -0.5625f,
+    -0.1875f, 0.125f,  0.75f,    0.5f,     -0.625f,  -1.1875f, 0.9375f,  0.375f,   -0.75f,
+    -1.0f,    -0.375f, -0.0625f, 1.5f,     0.5f,     -1.5f,    -1.75f,   -0.25f,   0.5f};
+static const float torch_b33_66_ac[] = {
+    -3.0f,         -1.80000007f,    -0.599999964f, 0.600000143f,  1.80000007f,   3.0f,
+    -2.10000014f,  -0.899999976f,   0.300000072f,  0.939999998f,  1.01999998f,   1.10000002f,
+    -1.19999993f,  2.23517418e-08f, 1.20000017f,   1.27999985f,   0.23999989f,   -0.800000072f,
+    -0.299999893f, 0.339999974f,    0.9799999f,    0.779999733f,  -0.26000005f,  -1.29999983f,
+    0.600000024f,  0.120000005f,    -0.360000074f, -0.560000062f, -0.480000019f, -0.399999917f,
+    1.5f,          -0.0999999642f,  -1.70000005f,  -1.89999986f,  -0.699999928f, 0.5f};
+static const float torch_b53_74[] = {
+    -3.0f,        -1.125f,      1.125f,        3.0f,         -1.71428561f, 0.160714373f,
+    0.910714269f, 0.285714149f, -0.107142627f, 0.517856956f, 0.142856926f, -1.10714257f,
+    1.5f,         -1.0f,        -1.375f,       0.5f,         3.10714316f,  0.607143164f,
+    0.232143134f, 2.10714316f,  1.71428561f,   1.08928561f,  0.714285672f, 0.714285612f,
+    -1.0f,        0.875f,       0.5f,          -2.0f};
+static const float torch_b53_74_ac[] = {-3.0f,
+                                        -0.99999994f,
+                                        1.00000012f,
+                                        3.0f,
+                                        -1.5f,
+                                        0.500000119f,
+                                        0.944444299f,
+                                        -0.166666761f,
+                                        8.94069672e-08f,
+                                        0.444444358f,
+                                        0.111110896f,
+                                        -0.99999994f,
+                                        1.5f,
+                                        -1.16666675f,
+                                        -1.49999988f,
+                                        0.5f,
+                                        3.00000024f,
+                                        0.333333433f,
+                                        3.12924385e-07f,
+                                        2.00000024f,
+                                        2.16666603f,
+                                        1.05555546f,
+                                        0.722222209f,
+                                        1.16666591f,
+                                        -1.0f,
+                                        1.0f,
+                                        0.666666508f,
+                                        -2.0f};
+static const float torch_n33_66[] = {
+    -3.0f,  -3.0f,  0.0f,  0.0f,  3.0f,   3.0f,   -3.0f,  -3.0f,  0.0f,  0.0f,  3.0f,   3.0f,
+    -0.75f, -0.75f, 2.25f, 2.25f, -1.75f, -1.75f, -0.75f, -0.75f, 2.25f, 2.25f, -1.75f, -1.75f,
+    1.5f,   1.5f,   -2.5f, -2.5f, 0.5f,   0.5f,   1.5f,   1.5f,   -2.5f, -2.5f, 0.5f,   0.5f};
+static const float torch_n53_74[] = {-3.0f, -3.0f,  0.0f,   3.0f,  -3.0f,  -3.0f, 0.0f,
+                                     3.0f,  -0.75f, -0.75f, 2.25f, -1.75f, 1.5f,  1.5f,
+                                     -2.5f, 0.5f,   1.5f,   1.5f,  -2.5f,  0.5f,  3.75f,
+                                     3.75f, -0.25f, 2.75f,  -1.0f, -1.0f,  2.0f,  -2.0f};
+static const float torch_n75_39[] = {-3.0f, -3.0f, 0.0f,  0.0f,  3.0f,  3.0f,  -1.0f, -1.0f, 2.0f,
+                                     -0.5f, -0.5f, 2.5f,  2.5f,  -1.5f, -1.5f, 1.5f,  1.5f,  -2.5f,
+                                     2.0f,  2.0f,  -2.0f, -2.0f, 1.0f,  1.0f,  4.0f,  4.0f,  0.0f};
+
+static void torch_up_case(up_p u, int64_t h, int64_t w, int64_t p, int64_t q, const float *vals) {
+    io f = {.nin = 1, .nout = 1, .in = {HT(MT_F32, 1, h, w, 1)}, .out = {HT(MT_F32, 1, p, q, 1)}};
+    for (int64_t i = 0; i < h; i++)
+        for (int64_t j = 0; j < w; j++)
+            F(&f.in[0])[i * w + j] = (float)(((i * w + j) * 3 % 7) - 3 + 0.25 * i);
+    double *ref = DBL(p * q);
+    for (int64_t i = 0; i < p * q; i++) ref[i] = vals[i];
+    char label[128];
+    snprintf(label, sizeof label,
+             "PyTorch's values, %s%s, %" PRId64 "x%" PRId64 " to %" PRId64 "x%" PRId64,
+             up_names[u.mode], u.ac ? " align_corners" : "", h, w, p, q);
+    double tol = u.mode == MT_UPSAMPLE_NEAREST ? 0 : 1e-6;
+    run_case("upsample2d_fwd", label, call_up_fwd, &u, &f, (expect[]){{ref, NULL, tol, 1.0}}, NULL);
+}
+
+/* The weights bit for bit: a 1-row map of one-hot images (image j is 1 at column j) resized along
+ * its width gives each output pixel's weight of input column j exactly (a weight times 1, plus 0,
+ * or the two weights' f32 sum where both taps are the last column). Against up_taps_ref with no
+ * tolerance, over sizes where rounding s * (o + 0.5) - 0.5 twice instead of once changes weights
+ * (PyTorch's channels-last kernel rounds once; see cpu_upsample.c). */
+static void up_weights_case(up_p u, int64_t in, int64_t out) {
+    io f = {
+        .nin = 1, .nout = 1, .in = {HT(MT_F32, in, 1, in, 1)}, .out = {HT(MT_F32, in, 1, out, 1)}};
+    memset(f.in[0].data, 0, mt_tensor_bytes(&f.in[0]));
+    for (int64_t j = 0; j < in; j++) F(&f.in[0])[j * in + j] = 1;
+    double *ref = DBL(in * out);
+    for (int64_t j = 0; j < in; j++)
+        for (int64_t o = 0; o < out; o++) {
+            int64_t idx[2];
+            double wt[2];
+            int taps = up_taps_ref(&u, o, in, out, idx, wt);
+            float v = 0;
+            for (int t = 0; t < taps; t++)
+                if (idx[t] == j) v += (float)wt[t];
+            ref[j * out + o] = v;
+        }
+    char label[128];
+    snprintf(label, sizeof label, "weights, %s%s, %" PRId64 " to %" PRId64, up_names[u.mode],
+             u.ac ? " align_corners" : "", in, out);
+    run_case("upsample2d_fwd", label, call_up_fwd, &u, &f, (expect[]){{ref, NULL, 0, 1.0}}, NULL);
+}
+
+static void test_upsample_torch(void) {
+    up_p bl = {MT_UPSAMPLE_BILINEAR, false}, ac = {MT_UPSAMPLE_BILINEAR, true};
+    up_p nn = {MT_UPSAMPLE_NEAREST, false};
+    torch_up_case(bl, 3, 3, 6, 6, torch_b33_66);
+    torch_up_case(ac, 3, 3, 6, 6, torch_b33_66_ac);
+    torch_up_case(bl, 5, 3, 7, 4, torch_b53_74);
+    torch_up_case(ac, 5, 3, 7, 4, torch_b53_74_ac);
+    torch_up_case(nn, 3, 3, 6, 6, torch_n33_66);
+    torch_up_case(nn, 5, 3, 7, 4, torch_n53_74);
+    torch_up_case(nn, 7, 5, 3, 9, torch_n75_39);
+    static const int64_t sizes[][2] = {{1, 3},  {3, 4},  {5, 7},   {7, 5},   {2, 13},  {10, 23},
+                                       {7, 31}, {13, 2}, {40, 89}, {17, 64}, {33, 35}, {9, 9}};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        up_weights_case(bl, sizes[i][0], sizes[i][1]);
+        up_weights_case(ac, sizes[i][0], sizes[i][1]);
+        up_weights_case(nn, sizes[i][0], sizes[i][1]);
+    }
 }
 
 /* ==== dropout ================================================================================= */
@@ -2664,6 +3272,162 @@ static void test_bad_args_layers(void) {
 #undef REF
 }
 
+/* Bad arguments of the decoder and segmentation ops: transposed convolution, bias, upsampling and
+ * the Dice pieces. */
+static void test_bad_args_decoder(void) {
+    mt_ctx *ctx = &g_ctx[MT_CPU];
+    static float buf[8192];
+    for (int i = 0; i < 8192; i++) buf[i] = 0.25f;
+#define T4(off, a, b, c, d) mt_tensor_4d(buf + (off), MT_F32, MT_CPU, a, b, c, d)
+#define T3(off, a, b, c)    mt_tensor_3d(buf + (off), MT_F32, MT_CPU, a, b, c)
+#define T1(off, a)          mt_tensor_1d(buf + (off), MT_F32, MT_CPU, a)
+#define REF(t)              ((mt_tensor[]){t})
+    /* transposed conv: x (2,4,4,6), w (6,3,3,4), stride 2, pad 1, out_pad 1: y (2,8,8,4) */
+    mt_conv2d_params cp = CONV(2, 2, 1, 1, 1, 1, 1);
+    mt_tensor x = T4(0, 2, 4, 4, 6), w = T4(200, 6, 3, 3, 4), y = T4(500, 2, 8, 8, 4);
+    mt_tensor b4 = T1(1100, 4), b3 = T1(1100, 3);
+    MT_CHECK_OK(mt_conv_transpose2d_fwd(ctx, &cp, 1, 1, &x, &w, &b4, &y));
+    MT_CHECK_OK(mt_conv_transpose2d_bwd_data(ctx, &cp, 1, 1, &y, &w, &x));
+    MT_CHECK_OK(mt_conv_transpose2d_bwd_filter(ctx, &cp, 1, 1, &x, &y, &w, &b4));
+    MT_CHECK_FAILS(mt_conv_transpose2d_fwd(ctx, &cp, 2, 1, &x, &w, NULL, &y), MT_ERR_ARG,
+                   "conv_transpose2d_fwd: output padding 2x1 with stride 2x2",
+                   "less than the stride");
+    MT_CHECK_FAILS(mt_conv_transpose2d_fwd(ctx, &cp, -1, 0, &x, &w, NULL, &y), MT_ERR_ARG,
+                   "conv_transpose2d_fwd: output padding -1x0");
+    MT_CHECK_FAILS(mt_conv_transpose2d_fwd(ctx, NULL, 0, 0, &x, &w, NULL, &y), MT_ERR_ARG,
+                   "conv_transpose2d_fwd: params is NULL");
+    MT_CHECK_FAILS(mt_conv_transpose2d_fwd(ctx, &CONV(2, 0, 1, 1, 1, 1, 1), 0, 0, &x, &w, NULL, &y),
+                   MT_ERR_ARG, "conv_transpose2d_fwd: stride 2x0");
+    MT_CHECK_FAILS(mt_conv_transpose2d_fwd(ctx, &cp, 1, 1, &x, REF(T4(200, 5, 3, 3, 4)), NULL, &y),
+                   MT_ERR_SHAPE,
+                   "conv_transpose2d_fwd: x [2,4,4,6] f32 cpu and w [5,3,3,4] f32 cpu: expected 6 "
+                   "filters, one per input channel");
+    MT_CHECK_FAILS(mt_conv_transpose2d_fwd(ctx, &CONV(2, 2, 1, 1, 1, 1, 4), 1, 1, &x, &w, NULL, &y),
+                   MT_ERR_SHAPE,
+                   "conv_transpose2d_fwd: x [2,4,4,6] f32 cpu: groups 4 does not divide its 6");
+    MT_CHECK_FAILS(mt_conv_transpose2d_fwd(ctx, &cp, 0, 0, &x, &w, NULL, &y), MT_ERR_SHAPE,
+                   "conv_transpose2d_fwd: y [2,8,8,4] f32 cpu: expected [2,7,7,4] f32 cpu",
+                   "output padding 0x0");
+    MT_CHECK_FAILS(mt_conv_transpose2d_fwd(ctx, &CONV(2, 2, 1, 1, 1, 1, 2), 1, 1, &x, &w, NULL, &y),
+                   MT_ERR_SHAPE, "conv_transpose2d_fwd: y [2,8,8,4] f32 cpu: expected [2,8,8,8]");
+    MT_CHECK_FAILS(mt_conv_transpose2d_fwd(ctx, &cp, 1, 1, &x, &w, &b3, &y), MT_ERR_SHAPE,
+                   "conv_transpose2d_fwd: bias [3] f32 cpu: expected [4]",
+                   "one per output channel");
+    MT_CHECK_FAILS(mt_conv_transpose2d_fwd(ctx, &CONV(1, 1, 1, 1, 1, 1, 1), 0, 0,
+                                           REF(T4(0, 2, 1, 1, 6)), REF(T4(200, 6, 1, 1, 4)), NULL,
+                                           &y),
+                   MT_ERR_SHAPE, "conv_transpose2d_fwd: x [2,1,1,6] f32 cpu and w [6,1,1,4]",
+                   "the padding removes the whole output");
+    MT_CHECK_FAILS(mt_conv_transpose2d_fwd(ctx, &cp, 1, 1, REF(T4(0, 2, 0, 4, 6)), &w, NULL, &y),
+                   MT_ERR_SHAPE, "conv_transpose2d_fwd: x [2,0,4,6] f32 cpu: empty map");
+    MT_CHECK_FAILS(mt_conv_transpose2d_fwd(ctx, &cp, 1, 1, &x, REF(T4(200, 6, 3, 3, 0)), NULL, &y),
+                   MT_ERR_SHAPE, "conv_transpose2d_fwd: w [6,3,3,0] f32 cpu: no output channels");
+    MT_CHECK_FAILS(mt_conv_transpose2d_fwd(ctx, &cp, 1, 1, &x, &w, NULL, REF(T4(100, 2, 8, 8, 4))),
+                   MT_ERR_ARG, "conv_transpose2d_fwd: y", "overlaps x");
+    MT_CHECK_FAILS(mt_conv_transpose2d_fwd(ctx, &cp, 1, 1, &x, REF(T3(200, 6, 3, 12)), NULL, &y),
+                   MT_ERR_SHAPE, "conv_transpose2d_fwd: w [6,3,12] f32 cpu: expected 4 dims");
+    MT_CHECK_FAILS(mt_conv_transpose2d_bwd_data(ctx, &cp, 1, 1, REF(T4(500, 2, 8, 8, 3)), &w, &x),
+                   MT_ERR_SHAPE,
+                   "conv_transpose2d_bwd_data: dy [2,8,8,3] f32 cpu: expected [2,8,8,4]");
+    MT_CHECK_FAILS(mt_conv_transpose2d_bwd_data(ctx, &cp, 1, 1, &y, &w, REF(T4(0, 2, 4, 4, 5))),
+                   MT_ERR_SHAPE, "conv_transpose2d_bwd_data: dx [2,4,4,5] f32 cpu and w [6,3,3,4]",
+                   "expected 5 filters");
+    MT_CHECK_FAILS(mt_conv_transpose2d_bwd_data(ctx, &cp, 1, 1, &y, &w, REF(T4(300, 2, 4, 4, 6))),
+                   MT_ERR_ARG, "conv_transpose2d_bwd_data: dx", "overlaps w");
+    MT_CHECK_FAILS(mt_conv_transpose2d_bwd_filter(ctx, &cp, 1, 1, &x, &y, &w, &b3), MT_ERR_SHAPE,
+                   "conv_transpose2d_bwd_filter: dbias [3] f32 cpu: expected [4]");
+    MT_CHECK_FAILS(mt_conv_transpose2d_bwd_filter(ctx, &cp, 1, 1, &x, &y, &w, REF(T1(210, 4))),
+                   MT_ERR_ARG, "conv_transpose2d_bwd_filter: dbias", "overlaps dw");
+    MT_CHECK_FAILS(
+        mt_conv_transpose2d_bwd_filter(ctx, &cp, 1, 1, &x, &y, REF(T4(200, 6, 3, 3, 2)), NULL),
+        MT_ERR_SHAPE,
+        "conv_transpose2d_bwd_filter: dy [2,8,8,4] f32 cpu: expected "
+        "[2,8,8,2]");
+
+    /* bias */
+    mt_tensor m34 = mt_tensor_2d(buf, MT_F32, MT_CPU, 3, 4), v4 = T1(100, 4), v5 = T1(100, 5);
+    mt_tensor m34h = m34;
+    m34h.dtype = MT_BF16;
+    MT_CHECK_OK(mt_bias_add(ctx, &v4, &m34));
+    MT_CHECK_OK(mt_bias_grad(ctx, &m34, &v4));
+    MT_CHECK_FAILS(mt_bias_add(ctx, &v5, &m34), MT_ERR_SHAPE,
+                   "bias_add: bias [5] f32 cpu and x [3,4] f32 cpu: expected one value per "
+                   "channel (4)");
+    MT_CHECK_FAILS(mt_bias_add(ctx, REF(mt_tensor_2d(buf + 100, MT_F32, MT_CPU, 1, 4)), &m34),
+                   MT_ERR_SHAPE, "bias_add: bias [1,4] f32 cpu: expected 1 dims");
+    MT_CHECK_FAILS(mt_bias_add(ctx, REF(T1(4, 4)), &m34), MT_ERR_ARG, "bias_add: x [3,4] f32 cpu",
+                   "overlaps bias");
+    MT_CHECK_FAILS(mt_bias_grad(ctx, &m34h, &v4), MT_ERR_SHAPE,
+                   "bias_grad: dy [3,4] bf16 cpu: expected dtype f32");
+    MT_CHECK_FAILS(mt_bias_grad(ctx, &m34, REF(T1(8, 4))), MT_ERR_ARG, "bias_grad: dbias [4]",
+                   "overlaps dy");
+    MT_CHECK_FAILS(mt_bias_grad(ctx, &m34, &v5), MT_ERR_SHAPE, "bias_grad: dbias [5] f32 cpu");
+
+    /* upsampling: x (2,3,3,2) to y (2,6,6,2) */
+    mt_tensor ux = T4(0, 2, 3, 3, 2), uy = T4(100, 2, 6, 6, 2);
+    MT_CHECK_OK(mt_upsample2d_fwd(ctx, MT_UPSAMPLE_BILINEAR, true, &ux, &uy));
+    MT_CHECK_OK(mt_upsample2d_bwd(ctx, MT_UPSAMPLE_NEAREST, false, &uy, &ux));
+    MT_CHECK_FAILS(mt_upsample2d_fwd(ctx, (mt_upsample_mode)5, false, &ux, &uy), MT_ERR_ARG,
+                   "upsample2d_fwd: unknown upsampling mode 5");
+    MT_CHECK_FAILS(mt_upsample2d_fwd(ctx, MT_UPSAMPLE_NEAREST, true, &ux, &uy), MT_ERR_ARG,
+                   "upsample2d_fwd: align_corners goes with bilinear upsampling, not nearest");
+    MT_CHECK_FAILS(
+        mt_upsample2d_fwd(ctx, MT_UPSAMPLE_BILINEAR, false, &ux, REF(T4(100, 2, 6, 6, 3))),
+        MT_ERR_SHAPE,
+        "upsample2d_fwd: x [2,3,3,2] f32 cpu and y [2,6,6,3] f32 cpu: images or "
+        "channels differ");
+    MT_CHECK_FAILS(
+        mt_upsample2d_fwd(ctx, MT_UPSAMPLE_BILINEAR, false, &ux, REF(T4(100, 1, 6, 6, 2))),
+        MT_ERR_SHAPE, "upsample2d_fwd", "y [1,6,6,2]", "images or channels differ");
+    MT_CHECK_FAILS(
+        mt_upsample2d_fwd(ctx, MT_UPSAMPLE_NEAREST, false, &ux, REF(T4(100, 2, 0, 6, 2))),
+        MT_ERR_SHAPE, "upsample2d_fwd: y [2,0,6,2] f32 cpu: expected a map of at least");
+    MT_CHECK_FAILS(mt_upsample2d_fwd(ctx, MT_UPSAMPLE_NEAREST, false, &ux, REF(T4(10, 2, 6, 6, 2))),
+                   MT_ERR_ARG, "upsample2d_fwd: y", "overlaps x");
+    MT_CHECK_FAILS(mt_upsample2d_bwd(ctx, MT_UPSAMPLE_NEAREST, false, REF(T3(100, 2, 36, 2)), &ux),
+                   MT_ERR_SHAPE, "upsample2d_bwd: dy [2,36,2] f32 cpu: expected 4 dims");
+    MT_CHECK_FAILS(
+        mt_upsample2d_bwd(ctx, MT_UPSAMPLE_BILINEAR, false, &uy, REF(T4(110, 2, 3, 3, 2))),
+        MT_ERR_ARG, "upsample2d_bwd: dx", "overlaps dy");
+
+    /* Dice: p, g (2,5,3), sums (2,3,3), coef (2,3,2) */
+    mt_tensor dp_ = T3(0, 2, 5, 3), dg = T3(100, 2, 5, 3), sums = T3(200, 2, 3, 3);
+    mt_tensor coef = T3(300, 2, 3, 2), dpo = T3(400, 2, 5, 3);
+    MT_CHECK_OK(mt_dice_sums(ctx, &dp_, &dg, true, &sums));
+    MT_CHECK_OK(mt_dice_bwd(ctx, &dp_, &dg, &coef, false, &dpo));
+    MT_CHECK_OK(mt_dice_bwd(ctx, &dp_, &dg, &coef, true, &dp_)); /* in place */
+    MT_CHECK_FAILS(mt_dice_sums(ctx, &dp_, REF(T3(100, 2, 5, 4)), false, &sums), MT_ERR_SHAPE,
+                   "dice_sums: p [2,5,3] f32 cpu and g [2,5,4] f32 cpu: shapes differ");
+    MT_CHECK_FAILS(mt_dice_sums(ctx, &dp_, &dg, false, REF(T3(200, 2, 3, 2))), MT_ERR_SHAPE,
+                   "dice_sums: sums [2,3,2] f32 cpu: expected [2,3,3] f32 cpu (images, classes, "
+                   "3) for p [2,5,3]");
+    MT_CHECK_FAILS(
+        mt_dice_sums(ctx, REF(mt_tensor_2d(buf, MT_F32, MT_CPU, 10, 3)), &dg, false, &sums),
+        MT_ERR_SHAPE, "dice_sums: p [10,3] f32 cpu: expected 3 dims");
+    MT_CHECK_FAILS(
+        mt_dice_sums(ctx, REF(T3(0, 2, 5, 0)), REF(T3(100, 2, 5, 0)), false, REF(T3(200, 2, 0, 3))),
+        MT_ERR_SHAPE, "dice_sums: p [2,5,0] f32 cpu: no classes");
+    MT_CHECK_FAILS(mt_dice_sums(ctx, &dp_, &dg, false, REF(T3(20, 2, 3, 3))), MT_ERR_ARG,
+                   "dice_sums: sums", "overlaps p");
+    MT_CHECK_FAILS(mt_dice_bwd(ctx, &dp_, &dg, REF(T3(300, 2, 3, 3)), false, &dpo), MT_ERR_SHAPE,
+                   "dice_bwd: coef [2,3,3] f32 cpu: expected [2,3,2]");
+    MT_CHECK_FAILS(mt_dice_bwd(ctx, &dp_, &dg, &coef, false, REF(T3(400, 2, 5, 2))), MT_ERR_SHAPE,
+                   "dice_bwd: p [2,5,3] f32 cpu and dp [2,5,2] f32 cpu: shapes differ");
+    MT_CHECK_FAILS(mt_dice_bwd(ctx, &dp_, &dg, &coef, false, REF(T3(2, 2, 5, 3))), MT_ERR_ARG,
+                   "dice_bwd: dp", "overlaps p", "without being the same tensor");
+    MT_CHECK_FAILS(mt_dice_bwd(ctx, &dp_, &dg, &coef, false, REF(T3(290, 2, 5, 3))), MT_ERR_ARG,
+                   "dice_bwd: dp", "overlaps coef");
+    /* no pixels: the sums of nothing are zero */
+    for (int i = 200; i < 218; i++) buf[i] = 42;
+    MT_CHECK_OK(mt_dice_sums(ctx, REF(T3(0, 2, 0, 3)), REF(T3(100, 2, 0, 3)), false, &sums));
+    MT_CHECK(buf[200] == 0 && buf[217] == 0, "(sums over no pixels are %g, %g)", buf[200],
+             buf[217]);
+#undef T4
+#undef T3
+#undef T1
+#undef REF
+}
+
 /* Every op reports MT_ERR_UNSUPPORTED, naming itself and the backend, when an entry is missing. */
 static mt_status call_by_name(mt_ctx *ctx, const char *op) {
     static float f[512];
@@ -2729,6 +3493,27 @@ static mt_status call_by_name(mt_ctx *ctx, const char *op) {
     if (!strcmp(op, "adamw_step"))
         return mt_adamw_step(ctx, &o22, &m22, &m22b, &o22b, 1e-3f, 0.9f, 0.999f, 1e-8f, 0, 1);
     if (!strcmp(op, "sumsq")) return mt_sumsq(ctx, &m22, &l1);
+    /* decoder and segmentation ops: the 1x1 convolution transposed, a 2x2 map resized to 4x4 */
+    mt_tensor up4 = mt_tensor_4d(f + 256, MT_F32, dev, 1, 4, 4, 2);
+    mt_tensor p3 = mt_tensor_3d(f + 300, MT_F32, dev, 1, 2, 2),
+              g3 = mt_tensor_3d(f + 304, MT_F32, dev, 1, 2, 2);
+    mt_tensor s3 = mt_tensor_3d(f + 308, MT_F32, dev, 1, 2, 3),
+              c3 = mt_tensor_3d(f + 320, MT_F32, dev, 1, 2, 2);
+    mt_tensor dp3 = mt_tensor_3d(f + 330, MT_F32, dev, 1, 2, 2);
+    if (!strcmp(op, "bias_add")) return mt_bias_add(ctx, &u2, &o22);
+    if (!strcmp(op, "bias_grad")) return mt_bias_grad(ctx, &m22, &u2);
+    if (!strcmp(op, "conv_transpose2d_fwd"))
+        return mt_conv_transpose2d_fwd(ctx, &cp, 0, 0, &x4, &w4, &u2, &y4);
+    if (!strcmp(op, "conv_transpose2d_bwd_data"))
+        return mt_conv_transpose2d_bwd_data(ctx, &cp, 0, 0, &y4, &w4, &x4);
+    if (!strcmp(op, "conv_transpose2d_bwd_filter"))
+        return mt_conv_transpose2d_bwd_filter(ctx, &cp, 0, 0, &x4, &y4, &w4, &u2);
+    if (!strcmp(op, "upsample2d_fwd"))
+        return mt_upsample2d_fwd(ctx, MT_UPSAMPLE_NEAREST, false, &x4, &up4);
+    if (!strcmp(op, "upsample2d_bwd"))
+        return mt_upsample2d_bwd(ctx, MT_UPSAMPLE_BILINEAR, true, &up4, &x4);
+    if (!strcmp(op, "dice_sums")) return mt_dice_sums(ctx, &p3, &g3, false, &s3);
+    if (!strcmp(op, "dice_bwd")) return mt_dice_bwd(ctx, &p3, &g3, &c3, true, &dp3);
     return mt_fail(MT_ERR_INTERNAL, "test_ops: no call for op '%s'", op);
 }
 
@@ -2748,6 +3533,23 @@ static void test_not_implemented(void) {
         /* and the same call works on the real CPU backend */
         MT_CHECK_OK(call_by_name(&g_ctx[MT_CPU], mt_op_name(i)));
     }
+    /* A composed op needs every entry it runs, whether or not a given call uses it: without
+     * bias_add, the transposed convolution's forward is missing even with no bias. */
+    mt_backend no_bias = mt_cpu_backend;
+    no_bias.name = "no-bias";
+    no_bias.bias_add = NULL;
+    ctx.backend = &no_bias;
+    MT_CHECK(!mt_backend_supports(&no_bias, "conv_transpose2d_fwd"));
+    MT_CHECK(mt_backend_supports(&no_bias, "conv_transpose2d_bwd_data"));
+    MT_CHECK(mt_backend_supports(&no_bias, "conv2d_fwd") && !mt_backend_supports(&no_bias, "x"));
+    mt_conv2d_params cp = {1, 1, 0, 0, 1, 1, 1};
+    static float f[32];
+    mt_tensor x = mt_tensor_4d(f, MT_F32, MT_CPU, 1, 2, 2, 2),
+              w = mt_tensor_4d(f + 8, MT_F32, MT_CPU, 2, 1, 1, 2);
+    mt_tensor y = mt_tensor_4d(f + 16, MT_F32, MT_CPU, 1, 2, 2, 2);
+    MT_CHECK_FAILS(mt_conv_transpose2d_fwd(&ctx, &cp, 0, 0, &x, &w, NULL, &y), MT_ERR_UNSUPPORTED,
+                   "op 'conv_transpose2d_fwd' is not implemented on the no-bias backend");
+    MT_CHECK_OK(mt_conv_transpose2d_bwd_data(&ctx, &cp, 0, 0, &y, &w, &x));
 }
 
 /* ==== thread-count determinism
@@ -2859,6 +3661,42 @@ static void test_determinism(void) {
              .out = {HT(MT_F32, 100003), HT(MT_U8, 100003)}};
     fill_normal(&dr.in[0], 1);
     same_for_threads("dropout", call_dropout_fwd, &dp, &dr);
+
+    /* decoder and segmentation ops: column sums (bias, transposed-conv filters), the gathers of
+     * the upsampling backwards, the per-image Dice sums */
+    io bg = {.nin = 1, .nout = 1, .in = {HT(MT_F32, 50001, 7)}, .out = {HT(MT_F32, 7)}};
+    fill_normal(&bg.in[0], 1);
+    memset(bg.out[0].data, 0, mt_tensor_bytes(&bg.out[0]));
+    same_for_threads("bias gradient", call_bias_grad, NULL, &bg);
+    convt_p tp = CONVT(2, 2, 1, 1, 1, 1, 1, 1, 1, true);
+    io tf = {.nin = 2,
+             .nout = 2,
+             .in = {HT(MT_F32, 2, 12, 13, 24), HT(MT_F32, 2, 24, 26, 16)},
+             .out = {HT(MT_F32, 24, 3, 3, 16), HT(MT_F32, 16)}};
+    fill_normal(&tf.in[0], 1);
+    fill_normal(&tf.in[1], 1);
+    memset(tf.out[0].data, 0, mt_tensor_bytes(&tf.out[0]));
+    memset(tf.out[1].data, 0, mt_tensor_bytes(&tf.out[1]));
+    same_for_threads("transposed conv filter and bias gradients", call_convt_bwd_filter, &tp, &tf);
+    for (int m = 0; m < 3; m++) {
+        up_p u = {m ? MT_UPSAMPLE_BILINEAR : MT_UPSAMPLE_NEAREST, m == 2};
+        io ub = {.nin = 1,
+                 .nout = 1,
+                 .in = {HT(MT_F32, 2, 96, 77, 8)},
+                 .out = {HT(MT_F32, 2, 37, 29, 8)}};
+        fill_normal(&ub.in[0], 1);
+        same_for_threads("upsample backward", call_up_bwd, &u, &ub);
+    }
+    for (int squared = 0; squared < 2; squared++) {
+        dice_p dsp = {squared, false};
+        io ds = {.nin = 2,
+                 .nout = 1,
+                 .in = {HT(MT_F32, 3, 100003, 3), HT(MT_F32, 3, 100003, 3)},
+                 .out = {HT(MT_F32, 3, 3, 3)}};
+        fill_uniform(&ds.in[0], 0, 1);
+        fill_uniform(&ds.in[1], 0, 1);
+        same_for_threads("dice sums", call_dice_sums, &dsp, &ds);
+    }
 }
 
 /* ==== tensors, contexts, the registry
@@ -2950,7 +3788,14 @@ static void test_f16(void) {
 static void test_registry(void) {
     int n = mt_op_count();
     int fields = (int)((sizeof(mt_backend) - offsetof(mt_backend, gemm)) / sizeof(void (*)(void)));
-    MT_CHECK(n == fields, "(registry has %d ops, mt_backend %d op fields)", n, fields);
+    /* the ops with entries, then those composed of other entries */
+    static const char *composed[] = {"conv_transpose2d_fwd", "conv_transpose2d_bwd_data",
+                                     "conv_transpose2d_bwd_filter"};
+    MT_CHECK(n == fields + 3, "(registry has %d ops, mt_backend %d op fields + 3 composed)", n,
+             fields);
+    for (int i = 0; i < 3 && n == fields + 3; i++)
+        MT_CHECK(strcmp(mt_op_name(fields + i), composed[i]) == 0, "(op %d is %s)", fields + i,
+                 mt_op_name(fields + i));
     MT_CHECK(n <= MAX_OPS);
     MT_CHECK(mt_op_name(-1) == NULL && mt_op_name(n) == NULL);
     for (int i = 0; i < n; i++) {
@@ -2978,11 +3823,24 @@ static void test_registry(void) {
 /* The census: every op ran cases on the CPU, and every op with a backward had finite differences.
  * Runs last. */
 static void test_census(void) {
-    static const char *with_grad[] = {
-        "gemm",           "act_bwd",       "softmax_bwd",     "cross_entropy_bwd",
-        "bce_logits_bwd", "embedding_bwd", "conv2d_bwd_data", "conv2d_bwd_filter",
-        "bn_bwd",         "bn_bwd_reduce", "maxpool2d_bwd",   "avgpool2d_bwd",
-        "dropout_bwd"};
+    static const char *with_grad[] = {"gemm",
+                                      "act_bwd",
+                                      "softmax_bwd",
+                                      "cross_entropy_bwd",
+                                      "bce_logits_bwd",
+                                      "dice_bwd",
+                                      "embedding_bwd",
+                                      "conv2d_bwd_data",
+                                      "conv2d_bwd_filter",
+                                      "bias_grad",
+                                      "conv_transpose2d_bwd_data",
+                                      "conv_transpose2d_bwd_filter",
+                                      "bn_bwd",
+                                      "bn_bwd_reduce",
+                                      "maxpool2d_bwd",
+                                      "avgpool2d_bwd",
+                                      "upsample2d_bwd",
+                                      "dropout_bwd"};
     int total = 0, cross = 0, fd = 0, skips = 0;
     for (int i = 0; i < mt_op_count(); i++) {
         MT_CHECK(g_cases[i] >= 3, "(op %s ran %d cases on cpu)", mt_op_name(i), g_cases[i]);
@@ -3042,18 +3900,25 @@ int main(int argc, char **argv) {
     RUN(test_cross_entropy);
     RUN(test_bce);
     RUN(test_bce_nan_mask);
+    RUN(test_dice);
     RUN(test_embedding);
     RUN(test_cast);
     RUN(test_conv_pool_geometry);
     RUN(test_conv);
+    RUN(test_bias);
+    RUN(test_conv_transpose);
+    RUN(test_conv_transpose_torch);
     RUN(test_bn);
     RUN(test_pool);
+    RUN(test_upsample);
+    RUN(test_upsample_torch);
     RUN(test_dropout);
     RUN(test_channels);
     RUN(test_optim);
     RUN(test_sumsq);
     RUN(test_bad_args);
     RUN(test_bad_args_layers);
+    RUN(test_bad_args_decoder);
     RUN(test_not_implemented);
     RUN(test_determinism);
     RUN(test_census);

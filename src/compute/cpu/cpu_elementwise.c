@@ -1,9 +1,10 @@
 /* Elementwise ops on the CPU: axpy, scale, add and mul (with b repeated over a's leading dims),
- * activations forward and backward, and dtype casts.
+ * activations forward and backward, the per-channel bias and its gradient, and dtype casts.
  *
  * Each is one flat loop over contiguous memory, split across ctx->threads by OpenMP once it is long
  * enough to pay for the threads. Every element is computed independently, so results do not depend
- * on the thread count, and an output may be its input. */
+ * on the thread count, and an output may be its input. (The bias gradient is a column sum, over
+ * the fixed split of mt_cpu_column_sums_add.) */
 #include <math.h>
 #include "cpu_ops.h"
 
@@ -70,6 +71,18 @@ static inline float sigmoidf(float x) {
     return 1.0f / (1.0f + expf(-x));
 }
 
+/* sigmoid(x) and sigmoid'(x) = e / (1 + e)^2 with e = exp(-|x|) <= 1: no overflow, and both keep
+ * their relative accuracy in the tails (1 - sigmoid(x) would round to 0 for x beyond ~17). */
+static inline float sigmoid_tailsafe(float x) {
+    float e = expf(-fabsf(x));
+    return x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+}
+
+static inline float sigmoid_grad(float x) {
+    float e = expf(-fabsf(x)), d = 1.0f + e;
+    return e / (d * d);
+}
+
 static inline float act(mt_act_kind kind, float x) {
     switch (kind) {
     case MT_ACT_RELU:
@@ -82,6 +95,8 @@ static inline float act(mt_act_kind kind, float x) {
     }
     case MT_ACT_SILU:
         return x * sigmoidf(x);
+    case MT_ACT_SIGMOID:
+        return sigmoid_tailsafe(x);
     }
     return NAN;
 }
@@ -102,6 +117,8 @@ static inline float act_grad(mt_act_kind kind, float x) {
         float s = sigmoidf(x);
         return s * (1.0f + x * (1.0f - s));
     }
+    case MT_ACT_SIGMOID:
+        return sigmoid_grad(x);
     }
     return NAN;
 }
@@ -133,6 +150,27 @@ mt_status mt_cpu_act_bwd(mt_ctx *ctx, mt_act_kind kind, const mt_tensor *x, cons
 #pragma omp parallel for num_threads(ctx->threads) if (n > PAR_MIN / 4)
     for (int64_t i = 0; i < n; i++) dxp[i] = act_grad(kind, xp[i]) * dyp[i];
     return MT_OK;
+}
+
+/* ---- per-channel bias ------------------------------------------------------------------------ */
+
+/* x (rows, c) += bias (c). */
+mt_status mt_cpu_bias_add(mt_ctx *ctx, const mt_tensor *bias, mt_tensor *x) {
+    const float *bp = bias->data;
+    float *xp = x->data;
+    int64_t n = mt_tensor_numel(x), c = bias->shape[0], rows = n / c;
+#pragma omp parallel for num_threads(ctx->threads) if (n > PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        float *row = xp + r * c;
+        for (int64_t j = 0; j < c; j++) row[j] += bp[j];
+    }
+    return MT_OK;
+}
+
+/* dbias (c) += column sums of dy (rows, c), in double over a fixed split of the rows. */
+mt_status mt_cpu_bias_grad(mt_ctx *ctx, const mt_tensor *dy, mt_tensor *dbias) {
+    int64_t c = dbias->shape[0];
+    return mt_cpu_column_sums_add(ctx, dy->data, mt_tensor_numel(dy) / c, c, dbias->data);
 }
 
 /* ---- casts ----------------------------------------------------------------------------------- */

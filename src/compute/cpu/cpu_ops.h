@@ -16,6 +16,8 @@ mt_status mt_cpu_act_fwd(mt_ctx *ctx, mt_act_kind kind, const mt_tensor *x, mt_t
 mt_status mt_cpu_act_bwd(mt_ctx *ctx, mt_act_kind kind, const mt_tensor *x, const mt_tensor *dy,
                          mt_tensor *dx);
 mt_status mt_cpu_cast(mt_ctx *ctx, const mt_tensor *src, mt_tensor *dst);
+mt_status mt_cpu_bias_add(mt_ctx *ctx, const mt_tensor *bias, mt_tensor *x);
+mt_status mt_cpu_bias_grad(mt_ctx *ctx, const mt_tensor *dy, mt_tensor *dbias);
 /* cpu_reduce.c */
 mt_status mt_cpu_reduce(mt_ctx *ctx, mt_reduce_kind kind, const mt_tensor *x, int64_t outer,
                         int64_t n, int64_t inner, mt_tensor *out);
@@ -32,6 +34,11 @@ mt_status mt_cpu_bce_logits_fwd(mt_ctx *ctx, const mt_tensor *logits, const mt_t
                                 const mt_tensor *pos_weight, mt_tensor *loss);
 mt_status mt_cpu_bce_logits_bwd(mt_ctx *ctx, const mt_tensor *logits, const mt_tensor *targets,
                                 const mt_tensor *pos_weight, float dloss, mt_tensor *dlogits);
+/* cpu_dice.c */
+mt_status mt_cpu_dice_sums(mt_ctx *ctx, const mt_tensor *p, const mt_tensor *g, bool squared,
+                           mt_tensor *sums);
+mt_status mt_cpu_dice_bwd(mt_ctx *ctx, const mt_tensor *p, const mt_tensor *g,
+                          const mt_tensor *coef, bool squared, mt_tensor *dp);
 /* cpu_embedding.c */
 mt_status mt_cpu_embedding_fwd(mt_ctx *ctx, const mt_tensor *table, const mt_tensor *ids,
                                mt_tensor *out);
@@ -65,6 +72,11 @@ mt_status mt_cpu_avgpool2d_fwd(mt_ctx *ctx, const mt_pool2d_desc *d, const mt_te
                                mt_tensor *y);
 mt_status mt_cpu_avgpool2d_bwd(mt_ctx *ctx, const mt_pool2d_desc *d, const mt_tensor *dy,
                                mt_tensor *dx);
+/* cpu_upsample.c */
+mt_status mt_cpu_upsample2d_fwd(mt_ctx *ctx, mt_upsample_mode mode, bool align_corners,
+                                const mt_tensor *x, mt_tensor *y);
+mt_status mt_cpu_upsample2d_bwd(mt_ctx *ctx, mt_upsample_mode mode, bool align_corners,
+                                const mt_tensor *dy, mt_tensor *dx);
 /* cpu_dropout.c */
 mt_status mt_cpu_dropout_fwd(mt_ctx *ctx, float p, uint64_t seed, uint64_t stream, uint64_t offset,
                              const mt_tensor *x, mt_tensor *y, mt_tensor *mask);

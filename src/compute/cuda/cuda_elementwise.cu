@@ -46,6 +46,11 @@ __global__ void act_fwd_kernel(int kind, const float *x, float *y, int64_t n) {
         case MT_ACT_GELU_TANH:
             r = 0.5f * v * (1.f + tanhf(gelu_tanh_inner(v)));
             break;
+        case MT_ACT_SIGMOID: { // as the CPU: e = exp(-|x|) never overflows
+            float e = expf(-fabsf(v));
+            r = v >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
+            break;
+        }
         default:
             r = v / (1.f + expf(-v));
             break; // silu
@@ -72,6 +77,11 @@ __global__ void act_bwd_kernel(int kind, const float *x, const float *dy, float 
             float t = tanhf(gelu_tanh_inner(v));
             float dinner = 0.7978845608028654f * (1.f + 3.f * 0.044715f * v * v);
             g = 0.5f * (1.f + t) + 0.5f * v * (1.f - t * t) * dinner;
+            break;
+        }
+        case MT_ACT_SIGMOID: { // e / (1 + e)^2, e = exp(-|x|)
+            float e = expf(-fabsf(v)), d = 1.f + e;
+            g = e / (d * d);
             break;
         }
         default: { // silu
