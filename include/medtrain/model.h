@@ -46,13 +46,20 @@ typedef struct mt_params {
     float *buffers;        /* n_buf, on the model's device */
 } mt_params;
 
+typedef enum mt_norm_kind { MT_NORM_BATCH, MT_NORM_INSTANCE } mt_norm_kind;
+
 typedef struct mt_model_opts {
-    const char *arch;  /* resnet18 | resnet34 | resnet50 | densenet121 */
+    const char *arch;  /* resnet18 | resnet34 | resnet50 | densenet121 | unet */
     int in_channels;   /* 1 or 3 */
-    int n_outputs;     /* labels */
+    int n_outputs;     /* labels, or output channels of a dense (per-pixel) model */
     float drop_rate;   /* DenseNet dropout after each dense layer (torchvision drop_rate); 0 */
     float bn_momentum; /* 0.1 as PyTorch; running = (1-m)*running + m*batch; 0 means 0.1 */
-    float bn_eps;      /* 1e-5; 0 means 1e-5 */
+    float bn_eps;      /* 1e-5; 0 means 1e-5 (also instance norm's eps) */
+    /* U-Net (docs/SEGMENTATION.md) */
+    int depth;         /* downsamplings; 0 means 4 */
+    int channels;      /* channels at full resolution, doubled per level; 0 means 32 */
+    mt_norm_kind norm; /* batch (default) or instance */
+    bool bilinear;     /* upsample bilinearly + 1x1 conv instead of a transposed conv */
 } mt_model_opts;
 
 typedef struct mt_model mt_model;
@@ -64,6 +71,9 @@ mt_status mt_model_create(mt_ctx *ctx, const mt_model_opts *opts, mt_model **out
 void mt_model_free(mt_model *m);
 mt_params *mt_model_params(mt_model *m);
 const mt_model_opts *mt_model_options(const mt_model *m);
+/* Dense (per-pixel) models (U-Net) give logits (N,H,W,n_outputs) for an input (N,H,W,C);
+ * classifiers give (N,n_outputs). */
+bool mt_model_dense(const mt_model *m);
 /* Index of the parameter called name, or -1. */
 int mt_model_find(const mt_model *m, const char *name);
 
@@ -117,16 +127,17 @@ void mt_model_set_sync_bn(mt_model *m, mt_allreduce_fn fn, void *user);
 void mt_model_set_bn_frozen(mt_model *m, bool frozen);
 
 /* x (N,H,W,in_channels) f32 NHWC (on ctx's device or the host; copied in) -> logits
- * (N,n_outputs) on ctx's device. train: BN uses batch statistics and updates running statistics,
- * dropout is active (dropout_seed/step key its masks); otherwise eval mode. Activations needed by
- * backward are kept inside the model: the memory is planned for a batch shape on first use (the
- * forward and backward run once without arithmetic to measure it), allocated once and reused;
- * a larger shape later grows it. ctx must run on the device the model was created on. */
+ * (N,n_outputs), or (N,H,W,n_outputs) for a dense model, on ctx's device. train: BN uses batch
+ * statistics and updates running statistics, dropout is active (dropout_seed/step key its masks);
+ * otherwise eval mode. Activations needed by backward are kept inside the model: the memory is
+ * planned for a batch shape on first use (the forward and backward run once without arithmetic to
+ * measure it), allocated once and reused; a larger shape later grows it. ctx must run on the device
+ * the model was created on. */
 mt_status mt_model_forward(mt_model *m, mt_ctx *ctx, const mt_tensor *x, bool train,
                            uint64_t dropout_seed, uint64_t step, mt_tensor *logits);
-/* After a training forward on the same batch: grads += d(loss)/d(params) for dlogits (N,L).
- * ready (may be NULL) is called for every trainable parameter exactly once, in the order its
- * gradient becomes final (roughly the reverse of the table). Backward consumes the forward's
+/* After a training forward on the same batch: grads += d(loss)/d(params) for dlogits (logits'
+ * shape). ready (may be NULL) is called for every trainable parameter exactly once, in the order
+ * its gradient becomes final (roughly the reverse of the table). Backward consumes the forward's
  * activations: a second backward needs another training forward. No input gradient is
  * computed. */
 mt_status mt_model_backward(mt_model *m, mt_ctx *ctx, const mt_tensor *dlogits,

@@ -1,5 +1,6 @@
-/* Layers for hand-written models: forward and backward of convolution, batch norm, linear,
- * activation, pooling, dropout and channel concatenation, built only on the ops of ops.h (so a
+/* Layers for hand-written models: forward and backward of convolution (plain and transposed),
+ * batch and instance norm, linear, activation, pooling, upsampling, dropout and channel
+ * concatenation, built only on the ops of ops.h (so a
  * model runs on every backend that implements them).
  *
  * A layer is a small struct of geometry plus offsets into a model's flat buffers (model.h):
@@ -70,6 +71,22 @@ mt_status mt_nn_conv_fwd(mt_nn_env *e, const mt_nn_conv *l, const mt_tensor *x, 
 mt_status mt_nn_conv_bwd(mt_nn_env *e, const mt_nn_conv *l, const mt_tensor *x, const mt_tensor *dy,
                          mt_tensor *dx);
 
+/* ---- transposed convolution: x (N,H,W,C) -> y (N,P,Q,K), weight (C,R,S,K/groups) ------- */
+/* PyTorch's ConvTranspose2d, weight (C, K/groups, R, S) in files; kept with K/groups last. */
+typedef struct mt_nn_convt {
+    int c, k, r, s;
+    mt_conv2d_params geo;
+    int out_pad_h, out_pad_w;
+    size_t w;  /* weight offset in params and grads */
+    int64_t b; /* bias offset, or -1 without bias */
+} mt_nn_convt;
+
+void mt_nn_convt_out(const mt_nn_convt *l, int64_t h, int64_t w, int64_t *p, int64_t *q);
+mt_status mt_nn_convt_fwd(mt_nn_env *e, const mt_nn_convt *l, const mt_tensor *x, mt_tensor *y);
+/* dw (+= db) from x and dy, reported ready; then dx (overwritten) when dx is not NULL. */
+mt_status mt_nn_convt_bwd(mt_nn_env *e, const mt_nn_convt *l, const mt_tensor *x,
+                          const mt_tensor *dy, mt_tensor *dx);
+
 /* ---- batch norm over (rows, C), PyTorch's BatchNorm2d ------------------------------------- */
 typedef struct mt_nn_bn {
     int c;
@@ -91,6 +108,24 @@ mt_status mt_nn_bn_apply(mt_nn_env *e, const mt_nn_bn *l, const mt_tensor *x, bo
  * sums over all ranks (SyncBN) and the global count. dx may alias dy. */
 mt_status mt_nn_bn_bwd(mt_nn_env *e, const mt_nn_bn *l, const mt_tensor *x, const mt_tensor *dy,
                        mt_tensor *dx);
+
+/* ---- instance norm over each image's (H*W, C), PyTorch's InstanceNorm2d(affine=True) --------
+ * Statistics are always the image's own (track_running_stats=False: the same in training and
+ * evaluation). stats (N, 2C) f32 on the device receives each image's mean and biased variance in
+ * forward and is read by apply and backward; the caller owns it (activation memory). */
+typedef struct mt_nn_in {
+    int c;
+    size_t weight, bias; /* params (C each) */
+} mt_nn_in;
+
+mt_status mt_nn_in_fwd(mt_nn_env *e, const mt_nn_in *l, const mt_tensor *x, mt_tensor *stats,
+                       mt_tensor *y);
+/* The forward output again from stats (relu: max(0, .) after). */
+mt_status mt_nn_in_apply(mt_nn_env *e, const mt_nn_in *l, const mt_tensor *x,
+                         const mt_tensor *stats, bool relu, mt_tensor *y);
+/* gamma and beta gradients += (ready), then dx (may alias dy). */
+mt_status mt_nn_in_bwd(mt_nn_env *e, const mt_nn_in *l, const mt_tensor *x, const mt_tensor *stats,
+                       const mt_tensor *dy, mt_tensor *dx);
 
 /* ---- linear: x (N,in) -> y (N,out) = x W^T + b, W (out,in) as PyTorch ----------------------- */
 typedef struct mt_nn_linear {
@@ -127,6 +162,11 @@ mt_status mt_nn_dropout_fwd(mt_nn_env *e, float p, uint64_t seed, uint64_t strea
                             const mt_tensor *x, mt_tensor *y, mt_tensor *mask);
 mt_status mt_nn_dropout_bwd(mt_nn_env *e, float p, const mt_tensor *mask, const mt_tensor *dy,
                             mt_tensor *dx);
+/* Upsampling (N,H,W,C) -> (N,P,Q,C) (sizes from y), F.interpolate semantics; dx overwritten. */
+mt_status mt_nn_upsample_fwd(mt_nn_env *e, mt_upsample_mode mode, bool align_corners,
+                             const mt_tensor *x, mt_tensor *y);
+mt_status mt_nn_upsample_bwd(mt_nn_env *e, mt_upsample_mode mode, bool align_corners,
+                             const mt_tensor *dy, mt_tensor *dx);
 /* Channel concatenation (NHWC, the last dim): dst[..., off:off+Cs] = src; and its backward
  * out = beta*out + src[..., off:off+Co] (beta 1 accumulates). */
 mt_status mt_nn_concat_put(mt_nn_env *e, const mt_tensor *src, int64_t off, mt_tensor *dst);

@@ -284,5 +284,5 @@ static mt_status densenet_backward(mdl_run *r, void *net, const mt_tensor *dlogi
     return mdl_stem_bwd(r, &dn->stem, &p, &dp);
 }
 
-const mdl_arch mdl_densenet121 = {"densenet121", densenet_build, densenet_forward,
-                                  densenet_backward, densenet_free};
+const mdl_arch mdl_densenet121 = {"densenet121",     densenet_build, densenet_forward,
+                                  densenet_backward, densenet_free,  false};

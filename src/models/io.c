@@ -83,7 +83,8 @@ static bool ends_with(const char *s, const char *suffix) {
 }
 
 static bool is_head(const char *name) {
-    return !strncmp(name, "fc.", 3) || !strncmp(name, "classifier.", 11);
+    return !strncmp(name, "fc.", 3) || !strncmp(name, "classifier.", 11) ||
+           !strncmp(name, "head.", 5);
 }
 
 static bool same_shape(const mt_param *p, const mt_st_tensor *t) {

@@ -11,7 +11,7 @@
 #include "model_internal.h"
 
 static const mdl_arch *const archs[] = {&mdl_resnet18, &mdl_resnet34, &mdl_resnet50,
-                                        &mdl_densenet121};
+                                        &mdl_densenet121, &mdl_unet};
 #define N_ARCHS   (int)(sizeof archs / sizeof archs[0])
 #define ALIGN     64
 #define PLAN_BASE ((uintptr_t)1 << 20) /* plan mode's fake base: never dereferenced */
@@ -105,6 +105,11 @@ static mt_status check_opts(const mt_model_opts *o, const mdl_arch **arch) {
     if (!(o->drop_rate >= 0 && o->drop_rate < 1))
         return mt_fail(MT_ERR_ARG, "model %s: drop_rate %g (expected in [0,1))", o->arch,
                        o->drop_rate);
+    if (o->depth < 0 || o->depth > 8 || o->channels < 0 || o->channels > 4096)
+        return mt_fail(MT_ERR_ARG, "model %s: depth %d, channels %d (expected 1..8 and 1..4096)",
+                       o->arch, o->depth, o->channels);
+    if (o->norm != MT_NORM_BATCH && o->norm != MT_NORM_INSTANCE)
+        return mt_fail(MT_ERR_ARG, "model %s: unknown norm kind %d", o->arch, (int)o->norm);
     if (!(o->bn_momentum >= 0 && o->bn_momentum <= 1) || !(o->bn_eps >= 0))
         return mt_fail(MT_ERR_ARG, "model %s: bn_momentum %g, bn_eps %g (expected [0,1] and >= 0)",
                        o->arch, o->bn_momentum, o->bn_eps);
@@ -159,6 +164,8 @@ mt_status mt_model_create(mt_ctx *ctx, const mt_model_opts *opts, mt_model **out
     m->opts.arch = m->arch_name;
     if (m->opts.bn_momentum == 0) m->opts.bn_momentum = 0.1f;
     if (m->opts.bn_eps == 0) m->opts.bn_eps = 1e-5f;
+    if (m->opts.depth == 0) m->opts.depth = 4;
+    if (m->opts.channels == 0) m->opts.channels = 32;
     mdl_builder b = {.status = MT_OK};
     mt_status s = arch->build(&b, &m->opts, &m->net);
     if (s == MT_OK) s = b.status;
@@ -196,6 +203,10 @@ mt_params *mt_model_params(mt_model *m) {
 
 const mt_model_opts *mt_model_options(const mt_model *m) {
     return &m->opts;
+}
+
+bool mt_model_dense(const mt_model *m) {
+    return m->arch->dense;
 }
 
 int mt_model_find(const mt_model *m, const char *name) {
@@ -246,7 +257,8 @@ static mt_status plan_pass(mt_model *m, bool train, int64_t n, int64_t h, int64_
     ws_reset(&m->ws, PLAN_BASE, SIZE_MAX / 2);
     mt_device dev = m->ctx->device;
     mt_tensor x = mt_tensor_4d(NULL, MT_F32, dev, n, h, w, m->opts.in_channels);
-    mt_tensor logits = mt_tensor_2d(NULL, MT_F32, dev, n, m->opts.n_outputs);
+    mt_tensor logits = m->arch->dense ? mt_tensor_4d(NULL, MT_F32, dev, n, h, w, m->opts.n_outputs)
+                                      : mt_tensor_2d(NULL, MT_F32, dev, n, m->opts.n_outputs);
     MT_TRY(m->arch->forward(&r, m->net, &x, &logits));
     if (train) MT_TRY(m->arch->backward(&r, m->net, &logits));
     if (m->ws.n)
@@ -302,6 +314,16 @@ static mt_status check_io(const mt_model *m, const mt_ctx *ctx, const mt_tensor 
         return mt_fail(MT_ERR_SHAPE, "model %s: input %s: expected (N,H,W,%d) f32", m->arch_name,
                        mt_tensor_describe(x, a, sizeof a), m->opts.in_channels);
     int64_t n = x ? x->shape[0] : m->shape_n;
+    if (m->arch->dense) {
+        int64_t h = x ? x->shape[1] : m->shape_h, w = x ? x->shape[2] : m->shape_w;
+        if (y->ndim != 4 || y->dtype != MT_F32 || y->device != ctx->device || y->shape[0] != n ||
+            y->shape[1] != h || y->shape[2] != w || y->shape[3] != m->opts.n_outputs)
+            return mt_fail(MT_ERR_SHAPE, "model %s: %s %s: expected [%lld,%lld,%lld,%d] f32 %s",
+                           m->arch_name, yname, mt_tensor_describe(y, b, sizeof b), (long long)n,
+                           (long long)h, (long long)w, m->opts.n_outputs,
+                           mt_device_name(ctx->device));
+        return MT_OK;
+    }
     if (y->ndim != 2 || y->dtype != MT_F32 || y->device != ctx->device || y->shape[0] != n ||
         y->shape[1] != m->opts.n_outputs)
         return mt_fail(MT_ERR_SHAPE, "model %s: %s %s: expected [%lld,%d] f32 %s", m->arch_name,

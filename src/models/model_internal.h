@@ -7,7 +7,8 @@
  *   io.c        safetensors load (with the PyTorch-style report) and save
  *   stem.c      the conv-BN-ReLU-maxpool stem that ResNet and DenseNet share
  *   resnet.c    ResNet-18/34 (BasicBlock) and ResNet-50 (Bottleneck)
- *   densenet.c  DenseNet-121 */
+ *   densenet.c  DenseNet-121
+ *   unet.c      U-Net (docs/SEGMENTATION.md) */
 #ifndef MEDTRAIN_MODELS_INTERNAL_H
 #define MEDTRAIN_MODELS_INTERNAL_H
 
@@ -38,6 +39,13 @@ typedef struct mdl_builder {
 /* Adds "<name>.weight" (K,C,R,S) (kept (K,R,S,C)), no bias; padding and stride as given. */
 mt_nn_conv mdl_conv(mdl_builder *b, const char *name, int c, int k, int r, int stride, int pad,
                     mdl_init init);
+/* Adds "<name>.weight" (K,C,R,R) and ".bias" (K), stride 1, PyTorch's default init for both. */
+mt_nn_conv mdl_conv_bias(mdl_builder *b, const char *name, int c, int k, int r, int pad);
+/* Adds a ConvTranspose2d's "<name>.weight" (C,K,R,R) (kept (C,R,R,K)) and ".bias" (K), PyTorch's
+ * default init (fan_in = K*R*R). */
+mt_nn_convt mdl_convt(mdl_builder *b, const char *name, int c, int k, int r, int stride);
+/* Adds an InstanceNorm2d(affine=True)'s "<name>.weight" and ".bias". */
+mt_nn_in mdl_in(mdl_builder *b, const char *name, int c);
 /* Adds "<name>.weight", ".bias", ".running_mean", ".running_var", ".num_batches_tracked". */
 mt_nn_bn mdl_bn(mdl_builder *b, const char *name, int c);
 /* Adds "<name>.weight" (out,in) and ".bias" (out); zero_bias: the bias initialises to 0. */
@@ -85,9 +93,10 @@ typedef struct mdl_arch {
     mt_status (*forward)(mdl_run *r, void *net, const mt_tensor *x, mt_tensor *logits);
     mt_status (*backward)(mdl_run *r, void *net, const mt_tensor *dlogits);
     void (*free)(void *net);
+    bool dense; /* logits (N,H,W,L) instead of (N,L) */
 } mdl_arch;
 
-extern const mdl_arch mdl_resnet18, mdl_resnet34, mdl_resnet50, mdl_densenet121;
+extern const mdl_arch mdl_resnet18, mdl_resnet34, mdl_resnet50, mdl_densenet121, mdl_unet;
 
 /* The stem both architectures share: conv 7x7/2 (pad 3), BN, ReLU, maxpool 3x3/2 (pad 1). */
 typedef struct mdl_stem {

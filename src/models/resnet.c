@@ -249,6 +249,9 @@ static mt_status build50(mdl_builder *b, const mt_model_opts *o, void **net) {
     return build(b, o, net, (const int[4]){3, 4, 6, 3}, true);
 }
 
-const mdl_arch mdl_resnet18 = {"resnet18", build18, resnet_forward, resnet_backward, resnet_free};
-const mdl_arch mdl_resnet34 = {"resnet34", build34, resnet_forward, resnet_backward, resnet_free};
-const mdl_arch mdl_resnet50 = {"resnet50", build50, resnet_forward, resnet_backward, resnet_free};
+const mdl_arch mdl_resnet18 = {"resnet18",      build18,     resnet_forward,
+                               resnet_backward, resnet_free, false};
+const mdl_arch mdl_resnet34 = {"resnet34",      build34,     resnet_forward,
+                               resnet_backward, resnet_free, false};
+const mdl_arch mdl_resnet50 = {"resnet50",      build50,     resnet_forward,
+                               resnet_backward, resnet_free, false};

@@ -87,3 +87,37 @@ mt_nn_linear mdl_linear(mdl_builder *b, const char *name, int in, int out, bool 
     if (out > b->max_c) b->max_c = out;
     return l;
 }
+
+mt_nn_conv mdl_conv_bias(mdl_builder *b, const char *name, int c, int k, int r, int pad) {
+    mt_nn_conv l = {.c = c, .k = k, .r = r, .s = r};
+    l.geo = (mt_conv2d_params){.stride_h = 1,
+                               .stride_w = 1,
+                               .pad_h = pad,
+                               .pad_w = pad,
+                               .dil_h = 1,
+                               .dil_w = 1,
+                               .groups = 1};
+    int fan_in = c * r * r;
+    l.w = add(b, name, "weight", 4, (int64_t[]){k, c, r, r}, true, true, MDL_INIT_LINEAR, fan_in);
+    l.b = (int64_t)add(b, name, "bias", 1, (int64_t[]){k}, true, false, MDL_INIT_LINEAR, fan_in);
+    return l;
+}
+
+mt_nn_convt mdl_convt(mdl_builder *b, const char *name, int c, int k, int r, int stride) {
+    mt_nn_convt l = {.c = c, .k = k, .r = r, .s = r};
+    l.geo = (mt_conv2d_params){
+        .stride_h = stride, .stride_w = stride, .dil_h = 1, .dil_w = 1, .groups = 1};
+    int fan_in = k * r * r; /* PyTorch: weight.size(1) * kernel area */
+    l.w = add(b, name, "weight", 4, (int64_t[]){c, k, r, r}, true, true, MDL_INIT_LINEAR, fan_in);
+    l.b = (int64_t)add(b, name, "bias", 1, (int64_t[]){k}, true, false, MDL_INIT_LINEAR, fan_in);
+    return l;
+}
+
+mt_nn_in mdl_in(mdl_builder *b, const char *name, int c) {
+    mt_nn_in l = {.c = c};
+    int64_t shape[1] = {c};
+    l.weight = add(b, name, "weight", 1, shape, true, false, MDL_INIT_ONE, 0);
+    l.bias = add(b, name, "bias", 1, shape, true, false, MDL_INIT_ZERO, 0);
+    if (c > b->max_c) b->max_c = c;
+    return l;
+}

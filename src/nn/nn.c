@@ -59,3 +59,15 @@ mt_status mt_nn_copy(mt_nn_env *e, const mt_tensor *x, mt_tensor *y) {
     if (e->plan) return MT_OK;
     return mt_tensor_copy(e->ctx, y, x);
 }
+
+mt_status mt_nn_upsample_fwd(mt_nn_env *e, mt_upsample_mode mode, bool align_corners,
+                             const mt_tensor *x, mt_tensor *y) {
+    if (e->plan) return MT_OK;
+    return mt_upsample2d_fwd(e->ctx, mode, align_corners, x, y);
+}
+
+mt_status mt_nn_upsample_bwd(mt_nn_env *e, mt_upsample_mode mode, bool align_corners,
+                             const mt_tensor *dy, mt_tensor *dx) {
+    if (e->plan) return MT_OK;
+    return mt_upsample2d_bwd(e->ctx, mode, align_corners, dy, dx);
+}

@@ -24,14 +24,25 @@ static const char *leaf(const char *name) {
     return dot ? dot + 1 : name;
 }
 
+/* A norm's shift (BatchNorm2d, InstanceNorm2d): every 1-D bias but a classifier head's or a
+ * U-Net convolution's (dec.{k}.up, head), which sit around 0 (the oracle's is_norm_bias). */
+static bool is_norm_bias(const char *name) {
+    static const char *const conv[] = {"fc.", "classifier.", "head."};
+    for (size_t k = 0; k < sizeof conv / sizeof *conv; k++)
+        if (!strncmp(name, conv[k], strlen(conv[k]))) return false;
+    size_t n = strlen(name), up = strlen(".up.bias");
+    return n < up || strcmp(name + n - up, ".up.bias") != 0;
+}
+
+/* Norms (batch and instance) share the formulas; a 4-D weight is a convolution's, transposed
+ * ones included: (Cin, Cout, R, S) in the file, shape[1] * R * S is PyTorch's fan_in for both. */
 static float value(const mt_param *p, int index, int64_t i) {
     double u = fill_u01((uint64_t)index, (uint64_t)i);
     const char *l = leaf(p->name);
     if (!strcmp(l, "num_batches_tracked")) return 3.0f;
     if (!strcmp(l, "running_mean")) return (float)(0.1 * (2 * u - 1));
     if (!strcmp(l, "running_var")) return (float)(0.6 + 0.8 * u);
-    bool head = !strncmp(p->name, "fc.", 3) || !strncmp(p->name, "classifier.", 11);
-    if (!strcmp(l, "bias") && p->ndim == 1 && !head)
+    if (!strcmp(l, "bias") && p->ndim == 1 && is_norm_bias(p->name))
         return (float)(FILL_BN_BIAS + 0.2 * (2 * u - 1));
     if (!strcmp(l, "bias")) return (float)(0.2 * (2 * u - 1));
     if (p->ndim == 4)
@@ -72,4 +83,9 @@ void fill_targets(float *y, float *pos_weight, int n, int l) {
     }
     for (int j = 0; j < l; j++)
         pos_weight[j] = (float)(0.5 + 1.5 * fill_u01(FILL_POS_WEIGHT_STREAM, (uint64_t)j));
+}
+
+void fill_classes(int32_t *t, int64_t n, int classes) {
+    for (int64_t i = 0; i < n; i++)
+        t[i] = (int32_t)(fill_u01(FILL_CLASS_STREAM, (uint64_t)i) * classes);
 }

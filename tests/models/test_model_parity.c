@@ -1,7 +1,14 @@
-/* Parity with torchvision: logits, loss, updated BN running statistics and every parameter
- * gradient of ResNet-18, DenseNet-121 and ResNet-50 against the fixtures that
- * tests/oracles/torchvision_oracle.py computed in float64 from the same formula-filled weights
- * (model_fill.c). Usage: test_model_parity DATA_DIR.
+/* Parity with PyTorch: logits, loss, updated BN running statistics and every parameter gradient
+ * of ResNet-18, DenseNet-121 and ResNet-50 against the fixtures that
+ * tests/oracles/torchvision_oracle.py computed in float64 (torchvision) from the same
+ * formula-filled weights (model_fill.c), and of the U-Net against those of
+ * tests/oracles/unet_oracle.py (its reference module; batch and instance norm, transposed and
+ * bilinear upsampling). Usage: test_model_parity DATA_DIR.
+ *
+ * Classifiers are trained against BCE-with-logits targets (mt_bce_logits_*), the U-Net against
+ * per-pixel classes with the mean softmax cross-entropy over all pixels (mt_cross_entropy_* on
+ * the logits viewed as rows (N*H*W, C)). The fixtures hold the U-Net's logits in PyTorch's
+ * (N,C,H,W) order; medtrain's (N,H,W,C) are reordered before comparing.
  *
  * Errors are relative (|c - r| / |r|) for the logits and the loss; running statistics and
  * gradients are compared through sums, norms and sampled elements (cmp_stat, cmp_grad). Every
@@ -134,58 +141,123 @@ static mt_status on_ready(void *user, size_t off, size_t count) {
     return MT_OK;
 }
 
+/* One fixture's model and batch. A dense case (the U-Net) has logits (N,H,W,C), one row of C
+ * per pixel, and class targets; a classifier logits (N,L) and BCE targets. */
 typedef struct parity_case {
     char arch[32];
     int in_ch, outputs, n, h, w;
+    bool dense;
+    int64_t rows; /* rows of logits: N*H*W (dense) or N */
     mt_ctx ctx;
     mt_model *m;
-    float *x, *logits, *y, *pw, *dlogits;
+    float *x, *logits, *dlogits;
+    float *y, *pw;    /* classifier: BCE targets (N,L) and pos_weight (L) */
+    int32_t *classes; /* dense: class per pixel (N*H*W) */
 } parity_case;
 
+/* The U-Net options after the six numbers of a case line: "depth=3 channels=8 norm=batch
+ * up=transpose" (each optional; the model's defaults otherwise). */
+static bool parse_options(mt_model_opts *o, const char *opts) {
+    char key[32], val[32];
+    int used = 0;
+    while (sscanf(opts, " %31[^= ]=%31s%n", key, val, &used) == 2) {
+        opts += used;
+        bool ok = true;
+        if (!strcmp(key, "depth"))
+            o->depth = atoi(val);
+        else if (!strcmp(key, "channels"))
+            o->channels = atoi(val);
+        else if (!strcmp(key, "norm") && (!strcmp(val, "batch") || !strcmp(val, "instance")))
+            o->norm = !strcmp(val, "batch") ? MT_NORM_BATCH : MT_NORM_INSTANCE;
+        else if (!strcmp(key, "up") && (!strcmp(val, "transpose") || !strcmp(val, "bilinear")))
+            o->bilinear = !strcmp(val, "bilinear");
+        else
+            ok = false;
+        MT_CHECK(ok, "case line: unknown option %s=%s", key, val);
+        if (!ok) return false;
+    }
+    bool read_all = strspn(opts, " \n") == strlen(opts);
+    MT_CHECK(read_all, "case line: cannot read the options at '%s'", opts);
+    return read_all;
+}
+
+/* "case ARCH IN OUT BATCH H W [options]": creates and fills the model, makes the batch. */
 static bool case_open(parity_case *c, const char *header) {
-    if (sscanf(header, "case %31s %d %d %d %d %d", c->arch, &c->in_ch, &c->outputs, &c->n, &c->h,
-               &c->w) != 6) {
+    int used = 0;
+    if (sscanf(header, "case %31s %d %d %d %d %d%n", c->arch, &c->in_ch, &c->outputs, &c->n, &c->h,
+               &c->w, &used) != 6) {
         MT_CHECK(false, "bad case line: %s", header);
         return false;
     }
-    mt_status s = mt_ctx_init(&c->ctx, MT_CPU, 0, 0);
     mt_model_opts o = {.arch = c->arch,
                        .in_channels = c->in_ch,
                        .n_outputs = c->outputs,
                        .bn_momentum = 0.1f,
                        .bn_eps = 1e-5f};
-    if (s == MT_OK) s = mt_model_create(&c->ctx, &o, &c->m);
-    if (s == MT_OK) s = fill_model(c->m);
+    if (!parse_options(&o, header + used)) return false;
+    c->dense = !strcmp(c->arch, "unet");
+    c->rows = c->dense ? (int64_t)c->n * c->h * c->w : c->n;
+    mt_status s = mt_ctx_init(&c->ctx, MT_CPU, 0, 0);
     MT_CHECK_OK(s);
     if (s != MT_OK) return false;
-    size_t nl = (size_t)c->n * c->outputs;
+    s = mt_model_create(&c->ctx, &o, &c->m);
+    MT_CHECK(s == MT_OK, "cannot create the %s of this case (%s): %s", c->arch, mt_status_name(s),
+             mt_error_message());
+    if (s == MT_OK) {
+        MT_CHECK(mt_model_dense(c->m) == c->dense, "%s: mt_model_dense says %d", c->arch,
+                 mt_model_dense(c->m));
+        s = fill_model(c->m);
+        MT_CHECK_OK(s);
+    }
+    if (s != MT_OK) {
+        mt_model_free(c->m), mt_ctx_free(&c->ctx);
+        return false;
+    }
+    size_t nl = (size_t)c->rows * c->outputs;
     c->x = malloc((size_t)c->n * c->h * c->w * c->in_ch * sizeof(float));
     c->logits = malloc(nl * sizeof(float)), c->dlogits = malloc(nl * sizeof(float));
-    c->y = malloc(nl * sizeof(float)), c->pw = malloc((size_t)c->outputs * sizeof(float));
     fill_input(c->x, c->n, c->in_ch, c->h, c->w);
-    fill_targets(c->y, c->pw, c->n, c->outputs);
+    if (c->dense) {
+        c->classes = malloc((size_t)c->rows * sizeof *c->classes);
+        fill_classes(c->classes, c->rows, c->outputs);
+    } else {
+        c->y = malloc(nl * sizeof(float)), c->pw = malloc((size_t)c->outputs * sizeof(float));
+        fill_targets(c->y, c->pw, c->n, c->outputs);
+    }
     return true;
 }
 
 static void case_close(parity_case *c) {
     mt_model_free(c->m);
     mt_ctx_free(&c->ctx);
-    free(c->x), free(c->logits), free(c->dlogits), free(c->y), free(c->pw);
+    free(c->x), free(c->logits), free(c->dlogits), free(c->y), free(c->pw), free(c->classes);
+}
+
+/* data as the model's logits: (N,H,W,C) for a dense model, (N,L) for a classifier. */
+static mt_tensor logits_tensor(parity_case *c, float *data) {
+    if (c->dense) return mt_tensor_4d(data, MT_F32, MT_CPU, c->n, c->h, c->w, c->outputs);
+    return mt_tensor_2d(data, MT_F32, MT_CPU, c->n, c->outputs);
 }
 
 static mt_status forward(parity_case *c, bool train) {
     mt_tensor x = mt_tensor_4d(c->x, MT_F32, MT_CPU, c->n, c->h, c->w, c->in_ch);
-    mt_tensor z = mt_tensor_2d(c->logits, MT_F32, MT_CPU, c->n, c->outputs);
+    mt_tensor z = logits_tensor(c, c->logits);
     return mt_model_forward(c->m, &c->ctx, &x, train, 1, 0, &z);
 }
 
-/* The loss and dlogits of the last forward's logits. */
+/* The loss and dlogits of the last forward's logits: the U-Net's mean cross-entropy over
+ * pixels (rows (N*H*W, C)), a classifier's BCE. */
 static mt_status loss(parity_case *c, float *value) {
-    mt_tensor z = mt_tensor_2d(c->logits, MT_F32, MT_CPU, c->n, c->outputs);
-    mt_tensor dz = mt_tensor_2d(c->dlogits, MT_F32, MT_CPU, c->n, c->outputs);
+    mt_tensor z = mt_tensor_2d(c->logits, MT_F32, MT_CPU, c->rows, c->outputs);
+    mt_tensor dz = mt_tensor_2d(c->dlogits, MT_F32, MT_CPU, c->rows, c->outputs);
+    mt_tensor l = mt_tensor_1d(value, MT_F32, MT_CPU, 1);
+    if (c->dense) {
+        mt_tensor t = mt_tensor_1d(c->classes, MT_I32, MT_CPU, c->rows);
+        MT_TRY(mt_cross_entropy_fwd(&c->ctx, &z, &t, -100, &l));
+        return mt_cross_entropy_bwd(&c->ctx, &z, &t, -100, 1.0f, &dz);
+    }
     mt_tensor y = mt_tensor_2d(c->y, MT_F32, MT_CPU, c->n, c->outputs);
     mt_tensor pw = mt_tensor_1d(c->pw, MT_F32, MT_CPU, c->outputs);
-    mt_tensor l = mt_tensor_1d(value, MT_F32, MT_CPU, 1);
     MT_TRY(mt_bce_logits_fwd(&c->ctx, &z, &y, &pw, &l));
     return mt_bce_logits_bwd(&c->ctx, &z, &y, &pw, 1.0f, &dz);
 }
@@ -194,8 +266,23 @@ static mt_status backward(parity_case *c, ready_log *rl) {
     mt_params *ps = mt_model_params(c->m);
     mt_tensor g = mt_tensor_1d(ps->grads, MT_F32, MT_CPU, (int64_t)ps->n_train);
     MT_TRY(mt_tensor_zero(&c->ctx, &g));
-    mt_tensor dz = mt_tensor_2d(c->dlogits, MT_F32, MT_CPU, c->n, c->outputs);
+    mt_tensor dz = logits_tensor(c, c->dlogits);
     return mt_model_backward(c->m, &c->ctx, &dz, on_ready, rl);
+}
+
+/* Compares the last forward's logits with a fixture line, in the fixture's order: PyTorch's
+ * (N,C,H,W) for a dense model. */
+static void cmp_logits(parity_case *c, worst *w, const char *tag, char *rest) {
+    int64_t n = c->rows * c->outputs;
+    if (!c->dense) return cmp_vector(w, tag, rest, c->logits, n);
+    float *nchw = malloc((size_t)n * sizeof *nchw);
+    int64_t hw = (int64_t)c->h * c->w;
+    for (int64_t b = 0; b < c->n; b++)
+        for (int64_t p = 0; p < hw; p++)
+            for (int64_t k = 0; k < c->outputs; k++)
+                nchw[(b * c->outputs + k) * hw + p] = c->logits[(b * hw + p) * c->outputs + k];
+    cmp_vector(w, tag, rest, nchw, n);
+    free(nchw);
 }
 
 static void check_ready(parity_case *c, ready_log *rl) {
@@ -261,11 +348,11 @@ static void run_case(const char *file) {
         char *tag = line, *rest = sp + 1;
         if (!strcmp(tag, "eval_logits")) {
             MT_CHECK_OK(forward(&c, false));
-            cmp_vector(&w_eval, "eval logits", rest, c.logits, (int64_t)c.n * c.outputs);
+            cmp_logits(&c, &w_eval, "eval logits", rest);
             check_counters(&c, 3);
         } else if (!strcmp(tag, "logits")) {
             MT_CHECK_OK(forward(&c, true));
-            cmp_vector(&w_logits, "logits", rest, c.logits, (int64_t)c.n * c.outputs);
+            cmp_logits(&c, &w_logits, "logits", rest);
             check_counters(&c, 4);
         } else if (!strcmp(tag, "loss")) {
             MT_CHECK_OK(loss(&c, &loss_value));
@@ -283,14 +370,17 @@ static void run_case(const char *file) {
             cmp_entry(&c, &w_grad, &w_plain, rest, true);
         }
     }
-    printf("  %s %s (%dx%dx%d, batch %d): worst relative errors\n", file, c.arch, c.h, c.w, c.in_ch,
-           c.n);
-    worst *all[] = {&w_eval, &w_logits, &w_loss, &w_stat, &w_grad, &w_plain};
-    const char *names[] = {"eval logits",   "train logits", "loss",
-                           "running stats", "gradients",    "(plain rel.)"};
-    for (int i = 0; i < 6; i++)
-        printf("    %-13s %.2e  (%s)\n", names[i], all[i]->err, all[i]->what);
-    MT_CHECK(backward_done, "%s has no gradients", file);
+    MT_CHECK(ok, "%s: the case could not be set up (see above): nothing was compared", file);
+    if (ok) {
+        printf("  %s %s (%dx%dx%d, batch %d): worst relative errors\n", file, c.arch, c.h, c.w,
+               c.in_ch, c.n);
+        worst *all[] = {&w_eval, &w_logits, &w_loss, &w_stat, &w_grad, &w_plain};
+        const char *names[] = {"eval logits",   "train logits", "loss",
+                               "running stats", "gradients",    "(plain rel.)"};
+        for (int i = 0; i < 6; i++)
+            printf("    %-13s %.2e  (%s)\n", names[i], all[i]->err, all[i]->what);
+        MT_CHECK(backward_done, "%s has no gradients", file);
+    }
     free(calls);
     free(line);
     fclose(f);
@@ -306,11 +396,23 @@ static void test_densenet121(void) {
 static void test_resnet50(void) {
     run_case("resnet50_train.txt");
 }
+static void test_unet_bn_transpose(void) {
+    run_case("unet_bn_transpose.txt");
+}
+static void test_unet_in_bilinear(void) {
+    run_case("unet_in_bilinear.txt");
+}
+static void test_unet_bn_bilinear_d4(void) {
+    run_case("unet_bn_bilinear_d4.txt");
+}
 
 int main(int argc, char **argv) {
     if (argc > 1) data_dir = argv[1];
     MT_RUN(test_resnet18);
     MT_RUN(test_densenet121);
     MT_RUN(test_resnet50);
+    MT_RUN(test_unet_bn_transpose);
+    MT_RUN(test_unet_in_bilinear);
+    MT_RUN(test_unet_bn_bilinear_d4);
     return mt_test_summary();
 }

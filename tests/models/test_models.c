@@ -1,7 +1,8 @@
 /* The model tables, initialisation, safetensors load/save with the PyTorch-style report,
  * activation memory, the backward contract (ready calls, accumulation), dropout and SyncBN.
  * Usage: test_models DATA_DIR TMP_DIR (DATA_DIR: tests/models/data, whose names_*.txt list
- * torchvision's state_dict keys and shapes; see tests/oracles/torchvision_oracle.py).
+ * the state_dict keys and shapes of torchvision's models and of the reference U-Net; see
+ * tests/oracles/torchvision_oracle.py and unet_oracle.py).
  * Numerical parity with torchvision is test_model_parity's. */
 #include <math.h>
 #include <pthread.h>
@@ -71,11 +72,17 @@ static bool same_values(mt_model *a, mt_model *b) {
 
 /* ---- the table ------------------------------------------------------------------------------ */
 
-static void check_names(const char *arch) {
-    mt_model *m = make(arch, 1, 14, 0);
-    if (!m) return;
+/* The table of a model made with o against names_<stem>.txt: names, shapes and order as PyTorch's
+ * state_dict, flags and offsets as the names imply. */
+static void check_names_of(const mt_model_opts *o, const char *stem) {
+    const char *ref = strncmp(stem, "unet", 4) ? "torchvision" : "the reference";
+    mt_model *m = NULL;
+    mt_status s = mt_model_create(&ctx, o, &m);
+    MT_CHECK(s == MT_OK, "%s: cannot create the model (%s): %s", stem, mt_status_name(s),
+             mt_error_message());
+    if (s != MT_OK) return;
     char path[512], line[256];
-    snprintf(path, sizeof path, "%s/names_%s.txt", data_dir, arch);
+    snprintf(path, sizeof path, "%s/names_%s.txt", data_dir, stem);
     FILE *f = fopen(path, "r");
     MT_CHECK(f != NULL, "cannot open %s", path);
     if (!f) return mt_model_free(m);
@@ -85,17 +92,16 @@ static void check_names(const char *arch) {
     while (fgets(line, sizeof line, f)) {
         char name[160], shape[64];
         if (sscanf(line, "%159s %63s", name, shape) != 2) continue;
-        MT_CHECK(i < ps->n, "%s: the table ends before %s", arch, name);
+        MT_CHECK(i < ps->n, "%s: the table ends before %s", stem, name);
         if (i >= ps->n) break;
         const mt_param *p = &ps->p[i++];
-        MT_CHECK(!strcmp(p->name, name), "%s: entry %d is %s, torchvision has %s", arch, i - 1,
-                 p->name, name);
+        MT_CHECK(!strcmp(p->name, name), "%s: entry %d is %s, %s has %s", stem, i - 1, p->name, ref,
+                 name);
         char mine[64] = "-";
         for (int d = 0, at = 0; d < p->ndim; d++)
             at += snprintf(mine + at, sizeof mine - (size_t)at, d ? ",%lld" : "%lld",
                            (long long)p->shape[d]);
-        MT_CHECK(!strcmp(mine, shape), "%s: %s has shape %s, torchvision %s", arch, name, mine,
-                 shape);
+        MT_CHECK(!strcmp(mine, shape), "%s: %s has shape %s, %s %s", stem, name, mine, ref, shape);
         bool weight_or_bias = strstr(name, ".weight") || strstr(name, ".bias");
         MT_CHECK(p->trainable == weight_or_bias, "%s: trainable", name);
         MT_CHECK(p->decay == (weight_or_bias && p->ndim > 1), "%s: decay", name);
@@ -107,11 +113,16 @@ static void check_names(const char *arch) {
         *next += (size_t)p->numel;
     }
     fclose(f);
-    MT_CHECK(i == ps->n, "%s: %d entries in torchvision, %d in the table", arch, i, ps->n);
-    MT_CHECK(n_train == ps->n_train && n_buf == ps->n_buf, "%s: buffer sizes", arch);
-    printf("  %s: %d entries, %zu parameters, %zu buffer values\n", arch, ps->n, ps->n_train,
+    MT_CHECK(i == ps->n, "%s: %d entries in %s, %d in the table", stem, i, ref, ps->n);
+    MT_CHECK(n_train == ps->n_train && n_buf == ps->n_buf, "%s: buffer sizes", stem);
+    printf("  %s: %d entries, %zu parameters, %zu buffer values\n", stem, ps->n, ps->n_train,
            ps->n_buf);
     mt_model_free(m);
+}
+
+static void check_names(const char *arch) {
+    mt_model_opts o = {.arch = arch, .in_channels = 1, .n_outputs = 14};
+    check_names_of(&o, arch);
 }
 
 static void test_names_match_torchvision(void) {
@@ -119,6 +130,15 @@ static void test_names_match_torchvision(void) {
     check_names("resnet34");
     check_names("resnet50");
     check_names("densenet121");
+}
+
+/* The U-Net's table is unet_oracle.py's UNet's state_dict: the defaults (depth 4, 32 channels,
+ * batch norm, transposed convolutions), and depth 3, 16 channels, instance norm, bilinear. */
+static void test_names_match_unet(void) {
+    mt_model_opts o = {.arch = "unet", .in_channels = 1, .n_outputs = 3};
+    check_names_of(&o, "unet");
+    o.depth = 3, o.channels = 16, o.norm = MT_NORM_INSTANCE, o.bilinear = true;
+    check_names_of(&o, "unet_instance_bilinear");
 }
 
 static void test_bad_options(void) {
@@ -690,6 +710,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     MT_RUN(test_names_match_torchvision);
+    MT_RUN(test_names_match_unet);
     MT_RUN(test_bad_options);
     MT_RUN(test_out_of_memory);
     MT_RUN(test_init_resnet);

@@ -29,6 +29,9 @@ A case file is text, one record a line:
                                      torchvision's layout; SSUM and SL2 are the sum and L2 norm
                                      of its elements' contribution scales: contribution_scales())
 
+tests/oracles/unet_oracle.py makes the U-Net's fixtures with the same helpers (fill_model(),
+inputs(), write_records(), contribution_scales()).
+
 Regenerate (torch, torchvision and numpy; a CPU build is enough; about ten seconds):
     /work/torchenv/bin/python tests/oracles/torchvision_oracle.py
 or  python3 -m venv /tmp/tv && /tmp/tv/bin/pip install torch torchvision numpy &&
@@ -52,7 +55,9 @@ M64 = (1 << 64) - 1
 # in torch's float32 runs of these cases, against 3 to 6 with biases near 0). FILL_BN_BIAS in
 # tests/models/model_fill.h must match.
 BN_BIAS = 3.0
-HEADS = ("fc.", "classifier.")
+# Prefixes of the 1-D biases that are not a norm's: the classifier heads' and the U-Net's head
+# (tests/oracles/unet_oracle.py; its dec.{k}.up.bias too, see is_norm_bias). They sit around 0.
+CONV_BIASES = ("fc.", "classifier.", "head.")
 SAMPLES = 16  # sampled gradient elements per parameter
 STAT_SAMPLES = 8
 # Streams of the non-parameter formulas (parameters use their state_dict index).
@@ -80,8 +85,16 @@ def u01(p, n):
     return (hash64(p, n) >> np.uint64(40)).astype(np.float64) * 2.0**-24
 
 
+def is_norm_bias(name):
+    """A norm's shift (BatchNorm2d, InstanceNorm2d): every 1-D bias but a head's or an up's."""
+    return not name.startswith(CONV_BIASES) and not name.endswith(".up.bias")
+
+
 def fill(name, shape, p):
-    """Value of state_dict entry p (name, shape) as float32, in torchvision's layout."""
+    """Value of state_dict entry p (name, shape) as float32, in torchvision's layout. Norms
+    (batch and instance) share the BN formulas; a 4-D weight is a convolution's, transposed
+    ones included ((Cin, Cout, R, S) as PyTorch lays them out: the same formula with
+    shape[1] * R * S, which is PyTorch's fan_in for both)."""
     n = int(np.prod(shape)) if shape else 1
     u = u01(p, n)
     leaf = name.rsplit(".", 1)[1]
@@ -91,7 +104,7 @@ def fill(name, shape, p):
         v = 0.1 * (2 * u - 1)
     elif leaf == "running_var":
         v = 0.6 + 0.8 * u
-    elif leaf == "bias" and len(shape) == 1 and not name.startswith(HEADS):
+    elif leaf == "bias" and len(shape) == 1 and is_norm_bias(name):
         v = BN_BIAS + 0.2 * (2 * u - 1)  # BN: mostly positive, see BN_BIAS
     elif leaf == "bias":
         v = 0.2 * (2 * u - 1)
@@ -99,7 +112,7 @@ def fill(name, shape, p):
         v = (2 * u - 1) * np.sqrt(6.0 / (shape[1] * shape[2] * shape[3]))
     elif len(shape) == 2:  # linear
         v = (2 * u - 1) / np.sqrt(shape[1])
-    else:  # BN weight
+    else:  # norm weight
         v = 0.75 + 0.5 * u
     return v.astype(np.float32).reshape(shape)
 
@@ -114,11 +127,15 @@ def build(arch, in_channels, outputs):
     return m
 
 
-def write_names(arch):
-    m = build(arch, 1, 14)
-    with open(os.path.join(OUT, f"names_{arch}.txt"), "w") as f:
+def write_names_of(name, m):
+    """names_<name>.txt: every state_dict key of m with its shape."""
+    with open(os.path.join(OUT, f"names_{name}.txt"), "w") as f:
         for k, v in m.state_dict().items():
             f.write(f"{k} {','.join(str(d) for d in v.shape) if v.dim() else '-'}\n")
+
+
+def write_names(arch):
+    write_names_of(arch, build(arch, 1, 14))
 
 
 def fill_model(m):
@@ -176,15 +193,18 @@ def vec(tag, t):
 
 
 class Capture:
-    """Keeps the input and output of every Conv2d, BatchNorm2d and Linear of a forward. The
-    forward continues on a clone of each output, so the in-place ReLUs and residual additions
-    of torchvision's blocks leave the kept outputs (whose gradients backward will give) intact."""
+    """Keeps the input and output of every layer with parameters (Conv2d, ConvTranspose2d,
+    BatchNorm2d, InstanceNorm2d, Linear) of a forward. The forward continues on a clone of each
+    output, so the in-place ReLUs and residual additions of torchvision's blocks leave the kept
+    outputs (whose gradients backward will give) intact."""
+
+    TYPES = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.InstanceNorm2d, nn.Linear)
 
     def __init__(self, model):
         self.io = {}
         self.on = False
         for name, mod in model.named_modules():
-            if isinstance(mod, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)):
+            if isinstance(mod, self.TYPES):
                 mod.register_forward_hook(self.hook(name))
 
     def hook(self, name):
@@ -198,19 +218,32 @@ class Capture:
 
 def contribution_scales(cap, douts):
     """For every parameter, elementwise: the sum of the absolute values of the terms its
-    gradient adds up (conv: sum |dy| |x| over positions; BN: sum |dy| |xhat|, sum |dy|; linear:
-    |dy|^T |x|). A float32 result can be expected to carry an error of order 1e-7 of this, never
-    of the result itself when the terms cancel: several gradients here are zero up to rounding
-    (a BN shift that a later BN removes), and the C test measures errors against these scales."""
+    gradient adds up (conv and transposed conv: sum |dy| |x| over positions, a bias sum |dy|;
+    BN: sum |dy| |xhat|, sum |dy|, xhat normalised per channel over the batch; instance norm:
+    the same with xhat normalised per image and channel; linear: |dy|^T |x|). A float32 result
+    can be expected to carry an error of order 1e-7 of this, never of the result itself when the
+    terms cancel: several gradients here are zero up to rounding (a BN shift that a later BN
+    removes), and the C test measures errors against these scales."""
     scales = {}
     for name, (mod, x, _) in cap.io.items():
         dy = douts[name].abs()
         if isinstance(mod, nn.Conv2d):
             scales[name + ".weight"] = torch.nn.grad.conv2d_weight(
                 x.abs(), mod.weight.shape, dy, mod.stride, mod.padding, mod.dilation, mod.groups)
-        elif isinstance(mod, nn.BatchNorm2d):
-            mean = x.mean((0, 2, 3), keepdim=True)
-            var = x.var((0, 2, 3), unbiased=False, keepdim=True)
+            if mod.bias is not None:
+                scales[name + ".bias"] = dy.sum((0, 2, 3))
+        elif isinstance(mod, nn.ConvTranspose2d):
+            # the weight gradient of a transposed conv, by autograd: linear in the weight, so
+            # the gradient of sum(|dy| * convT(|x|, w)) is sum |dy| |x| over positions
+            w = torch.zeros_like(mod.weight, requires_grad=True)
+            y = F.conv_transpose2d(x.abs(), w, None, mod.stride, mod.padding, mod.output_padding,
+                                   mod.groups, mod.dilation)
+            scales[name + ".weight"] = torch.autograd.grad((y * dy).sum(), w)[0]
+            scales[name + ".bias"] = dy.sum((0, 2, 3))
+        elif isinstance(mod, (nn.BatchNorm2d, nn.InstanceNorm2d)):
+            dims = (0, 2, 3) if isinstance(mod, nn.BatchNorm2d) else (2, 3)
+            mean = x.mean(dims, keepdim=True)
+            var = x.var(dims, unbiased=False, keepdim=True)
             xhat = (x - mean) / torch.sqrt(var + mod.eps)
             scales[name + ".weight"] = (dy * xhat.abs()).sum((0, 2, 3))
             scales[name + ".bias"] = dy.sum((0, 2, 3))
@@ -220,13 +253,14 @@ def contribution_scales(cap, douts):
     return scales
 
 
-def train_step(m, x, y, pw):
-    """Training forward and backward: logits, loss, parameter gradients and their scales."""
+def train_step(m, x, loss_fn):
+    """Training forward and backward of loss_fn(logits): logits, loss, parameter gradients and
+    their scales."""
     cap = Capture(m)
     cap.on = True
     m.train()
     z = m(x)
-    loss = bce(z, y, pw)
+    loss = loss_fn(z)
     names = list(cap.io)
     params = dict(m.named_parameters())
     outs = [cap.io[n][2] for n in names]
@@ -236,21 +270,49 @@ def train_step(m, x, y, pw):
     return z, loss, pgrads, scales
 
 
-def float32_error(arch, in_channels, outputs, batch, h, w, ref, scales):
-    """torch's own float32 gradients measured as the C test measures medtrain's, over every
-    element: |g32 - g| / max(|g|, rms of the tensor's scales). For the record: the accuracy an
-    exact float32 implementation reaches."""
-    m = build(arch, in_channels, outputs)
-    fill_model(m)
-    x, y, pw = inputs(batch, in_channels, h, w, outputs)
-    _, _, g32, _ = train_step(m, torch.from_numpy(x), torch.from_numpy(y).float(),
-                              torch.from_numpy(pw))
+def worst_grad_error(g32, ref, scales):
+    """float32 gradients g32 measured as the C test measures medtrain's, over every element:
+    |g32 - g| / max(|g|, rms of the tensor's scales); the worst and its parameter."""
     worst = (0.0, "")
     for k, r in ref.items():
         floor = scales[k].norm() / np.sqrt(r.numel())
         e = ((g32[k].double() - r).abs() / torch.maximum(r.abs(), floor)).max().item()
         worst = max(worst, (e, k))
     return worst
+
+
+def float32_error(arch, in_channels, outputs, batch, h, w, ref, scales):
+    """torch's own float32 gradients against the float64 ones (ref). For the record: the
+    accuracy an exact float32 implementation reaches."""
+    m = build(arch, in_channels, outputs)
+    fill_model(m)
+    x, y, pw = inputs(batch, in_channels, h, w, outputs)
+    y, pw = torch.from_numpy(y).float(), torch.from_numpy(pw)
+    _, _, g32, _ = train_step(m, torch.from_numpy(x), lambda z: bce(z, y, pw))
+    return worst_grad_error(g32, ref, scales)
+
+
+def write_records(f, m, x, loss_fn):
+    """Every record after the case line, for the float64 model m on x with loss loss_fn(logits):
+    eval logits, then a training forward's logits, loss and running statistics, then its
+    gradients. Logits are written in m's layout (row-major over m's output shape). Returns the
+    eval and train logits, the gradients and their contribution scales."""
+    keys = list(m.state_dict().keys())
+    m.eval()
+    with torch.no_grad():
+        z_eval = m(x)
+    f.write(vec("eval_logits", z_eval))
+    z, loss, grads, scales = train_step(m, x, loss_fn)
+    f.write(vec("logits", z))
+    f.write(f"loss {loss.item():.12e}\n")
+    sd = m.state_dict()
+    for p, k in enumerate(keys):
+        if k.endswith("running_mean") or k.endswith("running_var"):
+            f.write("stat " + stat_summary(k, sd[k], p))
+    for p, k in enumerate(keys):
+        if k in grads:
+            f.write("grad " + grad_summary(k, grads[k], scales[k], p))
+    return z_eval, z, grads, scales
 
 
 def write_case(case, arch, in_channels, outputs, batch, h, w):
@@ -262,22 +324,9 @@ def write_case(case, arch, in_channels, outputs, batch, h, w):
     x = torch.from_numpy(x.astype(np.float64))
     y = torch.from_numpy(y)
     pw = torch.from_numpy(pw.astype(np.float64))
-    keys = list(m.state_dict().keys())
     with open(os.path.join(OUT, f"{case}.txt"), "w") as f:
         f.write(f"case {arch} {in_channels} {outputs} {batch} {h} {w}\n")
-        m.eval()
-        with torch.no_grad():
-            f.write(vec("eval_logits", m(x)))
-        z, loss, grads, scales = train_step(m, x, y, pw)
-        f.write(vec("logits", z))
-        f.write(f"loss {loss.item():.12e}\n")
-        sd = m.state_dict()
-        for p, k in enumerate(keys):
-            if k.endswith("running_mean") or k.endswith("running_var"):
-                f.write("stat " + stat_summary(k, sd[k], p))
-        for p, k in enumerate(keys):
-            if k in grads:
-                f.write("grad " + grad_summary(k, grads[k], scales[k], p))
+        _, _, grads, scales = write_records(f, m, x, lambda z: bce(z, y, pw))
     e, k = float32_error(arch, in_channels, outputs, batch, h, w, grads, scales)
     print(f"{case}: torch float32 gradients, worst element error {e:.2e} ({k})")
 
