@@ -1,9 +1,10 @@
 # A thin wrapper over CMake: installs missing system packages, configures, builds, runs.
 #
-#   make demo    the main job on the embedded default (2 CPU ranks)
-#   make test    build and run the test suite (ctest)
-#   make bench   build and run the benchmarks (results: docs/PERFORMANCE.md)
-#   make asan    build and run the unit tests under AddressSanitizer + UBSan
+#   make demo      the main job on the embedded default (2 CPU ranks)
+#   make demo-seg  lung/heart U-Net segmentation on synthetic data (2 CPU ranks)
+#   make test      build and run the test suite (ctest)
+#   make bench     build and run the benchmarks (results: docs/PERFORMANCE.md)
+#   make asan      build and run the unit tests under AddressSanitizer + UBSan
 #
 # BUILD (default build) and JOBS (default: all cores) can be overridden.
 
@@ -12,7 +13,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 MPIRUN_ENV := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 
-.PHONY: all deps test-deps configure build demo test bench asan format clean
+.PHONY: all deps test-deps configure build demo demo-seg test bench asan format clean
 
 all: build
 
@@ -32,6 +33,9 @@ build: configure
 
 demo: build
 	scripts/demo.sh $(BUILD)
+
+demo-seg: build
+	scripts/demo-seg.sh $(BUILD)
 
 test: test-deps build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "eval_internal.h"
 #include "medtrain/fs.h"
 #include "medtrain/json.h"
 #include "medtrain/loader.h"
@@ -30,28 +31,52 @@
 void mt_cmd_eval_usage(FILE *out) {
     fprintf(out,
             "usage: medtrain eval MODEL [--pack PACK] [--split test] [--threshold-split val|none]\n"
-            "                     [--out DIR] [--batch 32] [--threads N]\n\n"
+            "                     [--out DIR] [--batch 32] [--threads N]\n"
+            "                     [--empty ignore|one] [--overlays 8]   (segmentation)\n\n"
             "MODEL is a run directory, its model/ export, or a checkpoint (RUN/ckpt/step_N).\n"
             "--pack defaults to the pack the model was trained on. Writes DIR (default\n"
-            "RUN/eval-SPLIT/): metrics.json, predictions.csv, roc/*.csv (and roc/*.png with\n"
-            "gnuplot), and prints per-label AUROC and F1 and `macro AUROC = ...`.\n");
+            "RUN/eval-SPLIT/).\n"
+            "Classifiers: metrics.json, predictions.csv, roc/*.csv (and roc/*.png with gnuplot);\n"
+            "prints per-label AUROC and F1 and `macro AUROC = ...`.\n"
+            "Segmenters: metrics.json (per-class Dice, IoU, HD95 in pixels and mm), cases.csv,\n"
+            "overlays/*.png (true contours solid, predicted dashed) for the first K cases;\n"
+            "--empty: a case whose truth lacks a class is skipped (ignore) or scores 1 when the\n"
+            "prediction lacks it too (one); prints `mean Dice = ...`.\n");
 }
 
-typedef struct eval_model {
-    char dir[PATH_MAX];     /* where model.safetensors is */
-    char run_dir[PATH_MAX]; /* default output parent */
-    char arch[32];
-    char pack[PATH_MAX];
-    int in_channels, n_outputs, size;
-    mt_norm_mode norm;
-    float mean, std;
-    char **labels; /* n_outputs names, or NULL (checkpoints: the pack's) */
-} eval_model;
+static bool is_segment(const eval_model *m) {
+    return !strcmp(m->task, "segment");
+}
+
+/* Entries of m->labels: label names, or a segmenter's class names. */
+static int n_names(const eval_model *m) {
+    return is_segment(m) ? m->n_classes : m->n_outputs;
+}
 
 static void free_model_desc(eval_model *m) {
     if (m->labels)
-        for (int i = 0; i < m->n_outputs; i++) mt_free(m->labels[i]);
+        for (int i = 0; i < n_names(m); i++) mt_free(m->labels[i]);
     mt_free(m->labels);
+}
+
+/* The U-Net options of a segmenter, from config.json's fields or the job's model.* keys. */
+static void set_unet(eval_model *m, int depth, int channels, const char *norm, const char *up,
+                     const char *head) {
+    m->unet = (mt_model_opts){.depth = depth,
+                              .channels = channels,
+                              .norm = !strcmp(norm, "instance") ? MT_NORM_INSTANCE : MT_NORM_BATCH,
+                              .bilinear = !strcmp(up, "bilinear")};
+    m->sigmoid = !strcmp(head, "sigmoid");
+}
+
+static const char *json_str(const cJSON *c, const char *key, const char *def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, key);
+    return cJSON_IsString(v) ? v->valuestring : def;
+}
+
+static int json_int(const cJSON *c, const char *key, int def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, key);
+    return cJSON_IsNumber(v) ? v->valueint : def;
 }
 
 static mt_norm_mode parse_norm(const char *s) {
@@ -68,17 +93,27 @@ static mt_status describe_export(const char *dir, eval_model *m) {
     const cJSON *inch = cJSON_GetObjectItemCaseSensitive(c, "in_channels");
     const cJSON *nout = cJSON_GetObjectItemCaseSensitive(c, "num_outputs");
     const cJSON *size = cJSON_GetObjectItemCaseSensitive(c, "input_size");
-    const cJSON *names = cJSON_GetObjectItemCaseSensitive(c, "label_names");
     const cJSON *norm = cJSON_GetObjectItemCaseSensitive(c, "normalization");
     const cJSON *pack = cJSON_GetObjectItemCaseSensitive(c, "data_pack");
+    snprintf(m->task, sizeof m->task, "%s", json_str(c, "task", "classify"));
+    bool seg = is_segment(m);
+    const cJSON *names = cJSON_GetObjectItemCaseSensitive(c, seg ? "class_names" : "label_names");
+    int n_names_want =
+        seg ? cJSON_GetArraySize(names) : (cJSON_IsNumber(nout) ? nout->valueint : -1);
     mt_status st = MT_OK;
     if (!cJSON_IsString(arch) || !cJSON_IsNumber(inch) || !cJSON_IsNumber(nout) ||
         !cJSON_IsNumber(size) || !cJSON_IsArray(names) || !cJSON_IsObject(norm) ||
-        cJSON_GetArraySize(names) != nout->valueint)
+        cJSON_GetArraySize(names) != n_names_want || (seg && n_names_want < 2))
         st = mt_fail(MT_ERR_FORMAT,
-                     "%s: expected architecture, in_channels, num_outputs, input_size, "
-                     "label_names (num_outputs of them) and normalization",
-                     p);
+                     "%s: expected architecture, in_channels, num_outputs, input_size, %s and "
+                     "normalization",
+                     p, seg ? "class_names (2 or more)" : "label_names (num_outputs of them)");
+    if (st == MT_OK && seg) {
+        m->n_classes = n_names_want;
+        set_unet(m, json_int(c, "depth", 4), json_int(c, "channels", 32),
+                 json_str(c, "norm", "batch"), json_str(c, "upsample", "transpose"),
+                 json_str(c, "head", "softmax"));
+    }
     if (st == MT_OK) {
         snprintf(m->dir, sizeof m->dir, "%s", dir);
         snprintf(m->arch, sizeof m->arch, "%s", arch->valuestring);
@@ -90,9 +125,9 @@ static mt_status describe_export(const char *dir, eval_model *m) {
         m->mean = cJSON_IsNumber(mean) ? (float)mean->valuedouble : 0.5f;
         m->std = cJSON_IsNumber(sd) ? (float)sd->valuedouble : 0.25f;
         if (cJSON_IsString(pack)) snprintf(m->pack, sizeof m->pack, "%s", pack->valuestring);
-        m->labels = mt_calloc((size_t)m->n_outputs, sizeof *m->labels, "label names");
+        m->labels = mt_calloc((size_t)n_names(m), sizeof *m->labels, "label names");
         st = m->labels ? MT_OK : MT_ERR_NOMEM;
-        for (int i = 0; st == MT_OK && i < m->n_outputs; i++) {
+        for (int i = 0; st == MT_OK && i < n_names(m); i++) {
             const cJSON *n = cJSON_GetArrayItem(names, i);
             m->labels[i] = mt_strdup(cJSON_IsString(n) ? n->valuestring : "?", "label name");
             if (!m->labels[i]) st = MT_ERR_NOMEM;
@@ -123,6 +158,11 @@ static mt_status describe_checkpoint(const char *dir, eval_model *m) {
         m->mean = (float)mt_config_float(cfg, "data.mean");
         m->std = (float)mt_config_float(cfg, "data.std");
         m->n_outputs = -1; /* the pack's label count; a mismatch fails when loading weights */
+        snprintf(m->task, sizeof m->task, "%s", mt_config_str(cfg, "task"));
+        set_unet(m, (int)mt_config_int(cfg, "model.depth"),
+                 (int)mt_config_int(cfg, "model.channels"), mt_config_str(cfg, "model.norm"),
+                 mt_config_str(cfg, "model.upsample"), mt_config_str(cfg, "model.head"));
+        m->n_classes = -1; /* the pack's */
     }
     mt_config_free(cfg);
     cJSON_Delete(s);
@@ -352,14 +392,6 @@ static mt_status write_predictions(const char *path, mt_pack *pack, const predic
     return st;
 }
 
-typedef struct eval_args {
-    const char *model, *pack, *out;
-    mt_split split, thr_split;
-    bool use_thr_split;
-    int batch, threads;
-    char default_out[PATH_MAX + 16];
-} eval_args;
-
 static cJSON *label_json(const mt_label_metrics *at05, const mt_label_metrics *atbest, float thr) {
     cJSON *j = cJSON_CreateObject();
     add_num_or_null(j, "auroc", at05->auroc.value);
@@ -467,8 +499,11 @@ static mt_status write_results(const eval_args *a, const eval_model *m, mt_pack 
 /* ---- the command --------------------------------------------------------------------------- */
 
 static mt_status parse_args(int argc, char **argv, eval_args *a) {
-    *a = (eval_args){
-        .split = MT_SPLIT_TEST, .thr_split = MT_SPLIT_VAL, .use_thr_split = true, .batch = 32};
+    *a = (eval_args){.split = MT_SPLIT_TEST,
+                     .thr_split = MT_SPLIT_VAL,
+                     .use_thr_split = true,
+                     .batch = 32,
+                     .overlays = 8};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -495,11 +530,19 @@ static mt_status parse_args(int argc, char **argv, eval_args *a) {
             a->batch = atoi(v);
         else if (!strcmp(o, "--threads"))
             a->threads = atoi(v);
-        else
+        else if (!strcmp(o, "--overlays"))
+            a->overlays = atoi(v);
+        else if (!strcmp(o, "--empty")) {
+            if (strcmp(v, "ignore") && strcmp(v, "one"))
+                return mt_cli_usage_error(mt_cmd_eval_usage, "eval: --empty ignore|one, not %s", v);
+            a->empty = strcmp(v, "one") ? MT_SEG_EMPTY_IGNORE : MT_SEG_EMPTY_ONE;
+        } else
             return mt_cli_usage_error(mt_cmd_eval_usage, "eval: unknown option %s", o);
     }
     if (!a->model) return mt_cli_usage_error(mt_cmd_eval_usage, "eval: give a model directory");
     if (a->batch < 1) return mt_cli_usage_error(mt_cmd_eval_usage, "eval: --batch must be >= 1");
+    if (a->overlays < 0)
+        return mt_cli_usage_error(mt_cmd_eval_usage, "eval: --overlays must be >= 0");
     return MT_OK;
 }
 
@@ -516,6 +559,11 @@ static mt_status run_eval(mt_comm *comm, eval_args *a, eval_model *m) {
     }
     mt_pack *pack;
     MT_TRY(mt_comm_agree(comm, mt_pack_open(pack_path, &pack)));
+    if (is_segment(m)) {
+        mt_status s = mt_eval_segment(comm, a, m, pack);
+        mt_pack_close(pack);
+        return s;
+    }
     const mt_pack_info *in = mt_pack_get_info(pack);
     mt_status st = check_labels(m, in, pack_path);
     if (st == MT_OK && in->split_n[a->split] == 0)

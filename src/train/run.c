@@ -172,8 +172,11 @@ static cJSON *model_config_json(trainer *tr) {
     tr->task->describe(tr->task, c);
     cJSON_AddNumberToObject(c, "input_size", tr->s.size);
     cJSON_AddStringToObject(c, "layout",
-                            "weights as torchvision state_dict (NCHW); NHWC inputs "
-                            "in medtrain");
+                            mt_model_dense(tr->task->model)
+                                ? "weights as the state_dict of the PyTorch U-Net of "
+                                  "docs/SEGMENTATION.md (NCHW); NHWC in medtrain"
+                                : "weights as torchvision state_dict (NCHW); NHWC inputs "
+                                  "in medtrain");
     cJSON *n = cJSON_AddObjectToObject(c, "normalization");
     const char *mode = tr->s.norm == MT_NORM_XRV    ? "xrv"
                        : tr->s.norm == MT_NORM_NONE ? "none"
@@ -191,24 +194,6 @@ static cJSON *model_config_json(trainer *tr) {
     return c;
 }
 
-static void card_prevalence(trainer *tr, FILE *f) {
-    const mt_pack_info *in = mt_pack_get_info(tr->pack);
-    const float *lab = mt_pack_labels(tr->pack);
-    int64_t n;
-    const int64_t *idx = mt_pack_split(tr->pack, MT_SPLIT_TRAIN, &n);
-    fprintf(f, "| label | positives | known | prevalence |\n|---|---:|---:|---:|\n");
-    for (int l = 0; l < in->n_labels; l++) {
-        int64_t pos = 0, known = 0;
-        for (int64_t i = 0; i < n; i++) {
-            float v = lab[idx[i] * in->n_labels + l];
-            if (isnan(v)) continue;
-            known++, pos += v > 0.5f;
-        }
-        fprintf(f, "| %s | %lld | %lld | %.3f |\n", in->label_names[l], (long long)pos,
-                (long long)known, known ? (double)pos / (double)known : 0.0);
-    }
-}
-
 static mt_status write_card(trainer *tr, const char *path) {
     char *buf = NULL;
     size_t n = 0;
@@ -216,27 +201,24 @@ static mt_status write_card(trainer *tr, const char *path) {
     if (!f) return mt_fail(MT_ERR_NOMEM, "model card: cannot open a memory stream");
     const mt_pack_info *in = mt_pack_get_info(tr->pack);
     const mt_model_opts *mo = mt_model_options(tr->task->model);
-    fprintf(f, "# %s %s classifier (medtrain)\n\n", mo->arch, tr->task->name);
+    fprintf(f, "# %s %s model (medtrain)\n\n", mo->arch, tr->task->name);
     fprintf(f, "**Not for clinical use without human review.** This model was trained by "
                "medtrain for research. Its outputs are not a diagnosis: any clinical use needs "
                "review of every prediction by a qualified reader, and validation on the "
                "population, scanners and protocols where it would be used.\n\n");
     fprintf(f,
-            "## Model\n\n- architecture: %s (torchvision parameter names), %d input "
+            "## Model\n\n- architecture: %s (parameter names as config.json says), %d input "
             "channel(s), %d outputs\n- input: %dx%d, normalisation as in config.json\n"
             "- trained for %lld steps, global batch %lld, %d rank(s)\n\n",
             mo->arch, mo->in_channels, mo->n_outputs, tr->s.size, tr->s.size, (long long)tr->step,
             (long long)tr->s.batch, tr->world);
-    fprintf(f, "## Intended use\n\nMulti-label finding detection on frontal chest radiographs, "
-               "as a research tool or a second reader under human supervision.\n\n");
+    tr->task->card(tr->task, f);
     fprintf(f,
             "## Data\n\n- pack: `%s` (%lld images; train %lld, val %lld, test %lld)\n"
-            "- dataset digest: `%s`\n- input digest: `%s`\n\nLabel prevalence in the "
-            "training split:\n\n",
+            "- dataset digest: `%s`\n- input digest: `%s`\n\n",
             tr->pack_path, (long long)in->n, (long long)in->split_n[0], (long long)in->split_n[1],
             (long long)in->split_n[2], tr->dataset_digest, in->input_digest);
-    card_prevalence(tr, f);
-    fprintf(f, "\n## Metrics\n\nValidation split at the end of training:\n\n");
+    fprintf(f, "## Metrics\n\nValidation split at the end of training:\n\n");
     cJSON *it;
     if (tr->last_val)
         cJSON_ArrayForEach(it, tr->last_val) if (cJSON_IsNumber(it))

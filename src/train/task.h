@@ -9,6 +9,8 @@
 #ifndef MEDTRAIN_TRAIN_TASK_H
 #define MEDTRAIN_TRAIN_TASK_H
 
+#include <stdio.h>
+
 #include <cjson/cJSON.h>
 #include "medtrain/config.h"
 #include "medtrain/loader.h"
@@ -20,7 +22,8 @@ typedef struct mt_task mt_task;
 struct mt_task {
     const char *name;
     mt_model *model;
-    int n_outputs; /* values predict() writes per image */
+    int n_outputs;    /* values predict() writes per image */
+    bool needs_masks; /* the loaders deliver the pack's masks */
     void *state;
 
     /* Forward, loss and backward of one micro-batch: grads += d(sum of loss terms)/d(params).
@@ -36,10 +39,14 @@ struct mt_task {
                            cJSON *into, double *primary);
     /* Task fields for the exported config.json. */
     void (*describe)(mt_task *t, cJSON *into);
+    /* The model card's task sections (Markdown): intended use and what the data holds. */
+    void (*card)(mt_task *t, FILE *f);
     void (*free)(mt_task *t);
 };
 
 /* task: classify. The model comes from model.* keys; labels from the pack. */
 mt_status mt_task_classify_create(const mt_config *cfg, mt_ctx *ctx, mt_pack *pack, mt_task **out);
+/* task: segment. A U-Net (model.arch unet) over the pack's masks (docs/SEGMENTATION.md). */
+mt_status mt_task_segment_create(const mt_config *cfg, mt_ctx *ctx, mt_pack *pack, mt_task **out);
 
 #endif

@@ -141,6 +141,29 @@ static void classify_describe(mt_task *t, cJSON *into) {
     cJSON_AddStringToObject(into, "output", "logits; sigmoid gives per-label probabilities");
 }
 
+/* Intended use, and each label's prevalence in the training split. */
+static void classify_card(mt_task *t, FILE *f) {
+    classify *c = t->state;
+    fprintf(f, "## Intended use\n\nMulti-label finding detection on frontal chest radiographs, "
+               "as a research tool or a second reader under human supervision.\n\n");
+    fprintf(f, "Label prevalence in the training split:\n\n");
+    const float *lab = mt_pack_labels(c->pack);
+    int64_t n;
+    const int64_t *idx = mt_pack_split(c->pack, MT_SPLIT_TRAIN, &n);
+    fprintf(f, "| label | positives | known | prevalence |\n|---|---:|---:|---:|\n");
+    for (int l = 0; l < c->n_labels; l++) {
+        int64_t pos = 0, known = 0;
+        for (int64_t i = 0; i < n; i++) {
+            float v = lab[idx[i] * c->n_labels + l];
+            if (isnan(v)) continue;
+            known++, pos += v > 0.5f;
+        }
+        fprintf(f, "| %s | %lld | %lld | %.3f |\n", c->info->label_names[l], (long long)pos,
+                (long long)known, known ? (double)pos / (double)known : 0.0);
+    }
+    fprintf(f, "\n");
+}
+
 static void classify_free(mt_task *t) {
     if (!t) return;
     classify *c = t->state;
@@ -192,6 +215,7 @@ mt_status mt_task_classify_create(const mt_config *cfg, mt_ctx *ctx, mt_pack *pa
                    .predict = classify_predict,
                    .summarize = classify_summarize,
                    .describe = classify_describe,
+                   .card = classify_card,
                    .free = classify_free};
     mt_model_opts mo = {
         .arch = mt_config_str(cfg, "model.arch"),

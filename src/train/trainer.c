@@ -119,6 +119,7 @@ mt_status trainer_open_loader(trainer *tr, mt_split split, bool training, mt_loa
         .mean = s->mean,
         .std = s->std,
         .prefetch = s->prefetch,
+        .masks = tr->task && tr->task->needs_masks,
     };
     if (training && s->augment) lo.aug = mt_augment_defaults();
     return mt_loader_open(tr->pack_path, tr->rank, tr->world, &lo, out);
@@ -319,6 +320,8 @@ static mt_status setup(trainer *tr) {
     const char *task = mt_config_str(tr->cfg, "task");
     if (!strcmp(task, "classify"))
         MT_TRY(mt_task_classify_create(tr->cfg, &tr->ctx, tr->pack, &tr->task));
+    else if (!strcmp(task, "segment"))
+        MT_TRY(mt_task_segment_create(tr->cfg, &tr->ctx, tr->pack, &tr->task));
     else
         return mt_config_fail(tr->cfg, "task", "task '%s' is not built in", task);
     tr->params = mt_model_params(tr->task->model);

@@ -1,0 +1,454 @@
+/* task: segment — a U-Net over the pack's masks with soft Dice, cross-entropy or both.
+ *
+ * Masks come from the pack as class indices (class 0 background). Two heads:
+ *   softmax: one output per class (background included); CE over classes, Dice over the
+ *            softmax probabilities against the one-hot mask (MONAI: DiceCELoss(softmax=True,
+ *            to_onehot_y=True)), the background class in the Dice only when asked.
+ *   sigmoid: one output per foreground class (a binary mask gives one output); BCE-with-logits
+ *            per class and pixel, Dice over the sigmoid probabilities (MONAI: sigmoid=True).
+ *
+ * Loss per image (MONAI's semantics with batch=False, reduction mean, for images of one size):
+ *   dice_n = mean over the Dice classes of 1 - (2 sum(p g) + smooth_nr) / (sum(p) + sum(g) +
+ *            smooth_dr)   (squared: sum(p^2) + sum(g^2) in the denominator)
+ *   ce_n   = mean over the image's pixels (and classes, for BCE) of the cross-entropy
+ *   loss_n = lambda_dice dice_n + lambda_ce ce_n
+ * The task reports the SUM of loss_n over real images and their COUNT; the trainer divides by the
+ * count over all ranks, so the batch mean equals MONAI's DiceCELoss over the global batch and
+ * 1 rank x 16 equals 2 ranks x 8.
+ *
+ * Validation outputs per image: for each foreground class the intersection, predicted and true
+ * pixel counts of the hard prediction (argmax, or sigmoid > 0.5), then the image's loss. */
+#include <math.h>
+#include <string.h>
+
+#include "medtrain/log.h"
+#include "medtrain/mem.h"
+#include "medtrain/ops.h"
+#include "task.h"
+
+#define CE_IGNORE (-100)
+
+typedef struct segment {
+    mt_pack *pack;
+    const mt_pack_info *info;
+    int in_channels;
+    int n_classes; /* in the pack's masks, background included */
+    int k;         /* model outputs */
+    bool sigmoid;
+    bool include_bg, squared;
+    double smooth_nr, smooth_dr, lambda_dice, lambda_ce;
+    int cap, size; /* rows and size the buffers hold */
+    float *x, *logits, *dlogits, *probs, *dprobs, *tmp, *g, *bce_t;
+    int32_t *ce_t;
+    float *sums, *coef; /* (cap, k, 3), (cap, k, 2) */
+    double *img_loss;   /* (cap) */
+} segment;
+
+static void free_buffers(segment *s) {
+    mt_free(s->x), mt_free(s->logits), mt_free(s->dlogits), mt_free(s->probs);
+    mt_free(s->dprobs), mt_free(s->tmp), mt_free(s->g), mt_free(s->bce_t), mt_free(s->ce_t);
+    mt_free(s->sums), mt_free(s->coef), mt_free(s->img_loss);
+    s->x = s->logits = s->dlogits = s->probs = s->dprobs = s->tmp = s->g = s->bce_t = NULL;
+    s->ce_t = NULL, s->sums = s->coef = NULL, s->img_loss = NULL;
+    s->cap = 0;
+}
+
+static mt_status ensure(segment *s, int n, int size) {
+    if (n <= s->cap && size == s->size) return MT_OK;
+    free_buffers(s);
+    size_t px = (size_t)n * size * size, e = px * s->k * sizeof(float);
+    s->x =
+        s->in_channels > 1 ? mt_alloc(px * s->in_channels * sizeof(float), "input images") : NULL;
+    s->logits = mt_alloc(e, "logits");
+    s->dlogits = mt_alloc(e, "logit gradients");
+    s->probs = mt_alloc(e, "probabilities");
+    s->dprobs = mt_alloc(e, "probability gradients");
+    s->tmp = mt_alloc(e, "loss scratch");
+    s->g = mt_alloc(e, "one-hot masks");
+    s->bce_t = s->sigmoid ? mt_alloc(e, "BCE targets") : NULL;
+    s->ce_t = s->sigmoid ? NULL : mt_alloc(px * sizeof(int32_t), "class targets");
+    s->sums = mt_alloc((size_t)n * s->k * 3 * sizeof(float), "Dice sums");
+    s->coef = mt_alloc((size_t)n * s->k * 2 * sizeof(float), "Dice coefficients");
+    s->img_loss = mt_alloc((size_t)n * sizeof(double), "image losses");
+    if ((s->in_channels > 1 && !s->x) || !s->logits || !s->dlogits || !s->probs || !s->dprobs ||
+        !s->tmp || !s->g || (s->sigmoid ? !s->bce_t : !s->ce_t) || !s->sums || !s->coef ||
+        !s->img_loss) {
+        free_buffers(s);
+        return MT_ERR_NOMEM;
+    }
+    s->cap = n, s->size = size;
+    return MT_OK;
+}
+
+static mt_tensor input(segment *s, const mt_batch *b) {
+    int S = b->size, C = s->in_channels;
+    if (C == 1) return mt_tensor_4d(b->images, MT_F32, MT_CPU, b->n, S, S, 1);
+    size_t px = (size_t)b->n * S * S;
+    for (size_t i = 0; i < px; i++)
+        for (int ch = 0; ch < C; ch++) s->x[i * C + ch] = b->images[i];
+    return mt_tensor_4d(s->x, MT_F32, MT_CPU, b->n, S, S, C);
+}
+
+/* Output channel k of class c (or -1: the class has no channel, background of a sigmoid head). */
+static int channel_of(const segment *s, int c) {
+    return s->sigmoid ? c - 1 : c;
+}
+
+/* The batch's masks as one-hot g (n,P,k), CE class targets or BCE targets (NaN on padding
+ * images). A mask value outside the pack's classes fails naming the image. */
+static mt_status targets(segment *s, const mt_batch *b) {
+    size_t P = (size_t)b->size * b->size;
+    int K = s->k;
+    memset(s->g, 0, (size_t)b->n * P * K * sizeof(float));
+    for (int i = 0; i < b->n; i++) {
+        bool real = b->weights[i] > 0;
+        const uint8_t *m = b->masks + (size_t)i * P;
+        float *g = s->g + (size_t)i * P * K;
+        for (size_t p = 0; p < P; p++) {
+            int c = m[p];
+            if (real && c >= s->n_classes)
+                return mt_fail(MT_ERR_FORMAT,
+                               "%s: image %lld: mask value %d, but the pack has %d "
+                               "classes",
+                               mt_pack_path(s->pack), (long long)b->indices[i], c, s->n_classes);
+            int ch = channel_of(s, c);
+            if (real && ch >= 0) g[p * K + ch] = 1;
+            if (!s->sigmoid) s->ce_t[(size_t)i * P + p] = real ? c : CE_IGNORE;
+        }
+        if (s->sigmoid)
+            for (size_t j = 0; j < P * K; j++) s->bce_t[(size_t)i * P * K + j] = real ? g[j] : NAN;
+    }
+    return MT_OK;
+}
+
+/* Whether output channel ch counts in the Dice. */
+static bool dice_channel(const segment *s, int ch) {
+    return s->sigmoid || ch > 0 || s->include_bg;
+}
+
+static int dice_channels(const segment *s) {
+    int n = 0;
+    for (int ch = 0; ch < s->k; ch++) n += dice_channel(s, ch);
+    return n;
+}
+
+/* Probabilities from the logits: softmax over classes, or sigmoid per class. */
+static mt_status probabilities(segment *s, mt_ctx *ctx, int n, int64_t P) {
+    mt_tensor z = mt_tensor_2d(s->logits, MT_F32, MT_CPU, n * P, s->k);
+    mt_tensor p = mt_tensor_2d(s->probs, MT_F32, MT_CPU, n * P, s->k);
+    return s->sigmoid ? mt_act_fwd(ctx, MT_ACT_SIGMOID, &z, &p)
+                      : mt_softmax_fwd(ctx, false, &z, &p);
+}
+
+/* Per-image Dice losses into img_loss (scaled by lambda_dice; 0 for padding images) and, when
+ * coef is wanted, d(sum of them)/d(sums) as the (a, b) of mt_dice_bwd. */
+static mt_status dice_terms(segment *s, mt_ctx *ctx, const mt_batch *b, int64_t P, bool coef) {
+    int K = s->k, nd = dice_channels(s);
+    mt_tensor p = mt_tensor_3d(s->probs, MT_F32, MT_CPU, b->n, P, K);
+    mt_tensor g = mt_tensor_3d(s->g, MT_F32, MT_CPU, b->n, P, K);
+    mt_tensor sums = mt_tensor_3d(s->sums, MT_F32, MT_CPU, b->n, K, 3);
+    MT_TRY(mt_dice_sums(ctx, &p, &g, s->squared, &sums));
+    double w = s->lambda_dice / nd;
+    for (int i = 0; i < b->n; i++) {
+        double loss = 0;
+        for (int ch = 0; ch < K; ch++) {
+            const float *q = s->sums + ((size_t)i * K + ch) * 3;
+            float *cf = s->coef + ((size_t)i * K + ch) * 2;
+            cf[0] = cf[1] = 0;
+            if (b->weights[i] <= 0 || !dice_channel(s, ch)) continue;
+            double inter = q[0], den = (double)q[1] + q[2] + s->smooth_dr;
+            double num = 2 * inter + s->smooth_nr;
+            loss += 1 - num / den;
+            if (coef) {
+                cf[0] = (float)(w * -2 / den);
+                cf[1] = (float)(w * num / (den * den));
+            }
+        }
+        s->img_loss[i] = w * loss;
+    }
+    return MT_OK;
+}
+
+/* dlogits += the Dice gradient (through the softmax or sigmoid). */
+static mt_status dice_backward(segment *s, mt_ctx *ctx, int n, int64_t P) {
+    int K = s->k;
+    mt_tensor p3 = mt_tensor_3d(s->probs, MT_F32, MT_CPU, n, P, K);
+    mt_tensor g3 = mt_tensor_3d(s->g, MT_F32, MT_CPU, n, P, K);
+    mt_tensor dp3 = mt_tensor_3d(s->dprobs, MT_F32, MT_CPU, n, P, K);
+    mt_tensor coef = mt_tensor_3d(s->coef, MT_F32, MT_CPU, n, K, 2);
+    MT_TRY(mt_dice_bwd(ctx, &p3, &g3, &coef, s->squared, &dp3));
+    mt_tensor dp = mt_tensor_2d(s->dprobs, MT_F32, MT_CPU, n * P, K);
+    mt_tensor t = mt_tensor_2d(s->tmp, MT_F32, MT_CPU, n * P, K);
+    mt_tensor dz = mt_tensor_2d(s->dlogits, MT_F32, MT_CPU, n * P, K);
+    if (s->sigmoid) {
+        mt_tensor z = mt_tensor_2d(s->logits, MT_F32, MT_CPU, n * P, K);
+        MT_TRY(mt_act_bwd(ctx, MT_ACT_SIGMOID, &z, &dp, &t));
+    } else {
+        mt_tensor p = mt_tensor_2d(s->probs, MT_F32, MT_CPU, n * P, K);
+        MT_TRY(mt_softmax_bwd(ctx, false, &p, &dp, &t));
+    }
+    return mt_axpy(ctx, 1.0f, &t, &dz);
+}
+
+/* Mean cross-entropy over the known targets of rows [row0, row0 + rows). */
+static mt_status ce_mean(segment *s, mt_ctx *ctx, int64_t row0, int64_t rows, float *loss) {
+    int K = s->k;
+    mt_tensor l = mt_tensor_1d(loss, MT_F32, MT_CPU, 1);
+    if (s->sigmoid) {
+        mt_tensor z = mt_tensor_2d(s->logits + row0 * K, MT_F32, MT_CPU, rows, K);
+        mt_tensor y = mt_tensor_2d(s->bce_t + row0 * K, MT_F32, MT_CPU, rows, K);
+        return mt_bce_logits_fwd(ctx, &z, &y, NULL, &l);
+    }
+    mt_tensor z = mt_tensor_2d(s->logits + row0 * K, MT_F32, MT_CPU, rows, K);
+    mt_tensor y = mt_tensor_1d(s->ce_t + row0, MT_I32, MT_CPU, rows);
+    return mt_cross_entropy_fwd(ctx, &z, &y, CE_IGNORE, &l);
+}
+
+static int real_images(const mt_batch *b) {
+    int n = 0;
+    for (int i = 0; i < b->n; i++) n += b->weights[i] > 0;
+    return n;
+}
+
+static mt_status segment_train_micro(mt_task *t, mt_ctx *ctx, const mt_batch *b, uint64_t seed,
+                                     int64_t step, mt_grad_ready_fn ready, void *user,
+                                     double *loss_sum, double *count) {
+    segment *s = t->state;
+    int K = s->k, S = b->size;
+    int64_t P = (int64_t)S * S;
+    MT_TRY(ensure(s, b->n, S));
+    MT_TRY(targets(s, b));
+    mt_tensor x = input(s, b);
+    mt_tensor logits = mt_tensor_4d(s->logits, MT_F32, MT_CPU, b->n, S, S, K);
+    MT_TRY(mt_model_forward(t->model, ctx, &x, true, seed, (uint64_t)step, &logits));
+    int real = real_images(b);
+    double total = 0;
+    mt_tensor dz = mt_tensor_2d(s->dlogits, MT_F32, MT_CPU, b->n * P, K);
+    MT_TRY(mt_tensor_zero(ctx, &dz));
+    if (s->lambda_ce > 0 && real > 0) {
+        float ce = 0;
+        MT_TRY(ce_mean(s, ctx, 0, b->n * P, &ce));
+        total += s->lambda_ce * ce * real; /* the mean over real pixels = mean of ce_n */
+        mt_tensor z = mt_tensor_2d(s->logits, MT_F32, MT_CPU, b->n * P, K);
+        float dloss = (float)(s->lambda_ce * real); /* d(sum_n ce_n) = d(mean) * images */
+        if (s->sigmoid) {
+            mt_tensor y = mt_tensor_2d(s->bce_t, MT_F32, MT_CPU, b->n * P, K);
+            MT_TRY(mt_bce_logits_bwd(ctx, &z, &y, NULL, dloss, &dz));
+        } else {
+            mt_tensor y = mt_tensor_1d(s->ce_t, MT_I32, MT_CPU, b->n * P);
+            MT_TRY(mt_cross_entropy_bwd(ctx, &z, &y, CE_IGNORE, dloss, &dz));
+        }
+    }
+    if (s->lambda_dice > 0) {
+        MT_TRY(probabilities(s, ctx, b->n, P));
+        MT_TRY(dice_terms(s, ctx, b, P, true));
+        for (int i = 0; i < b->n; i++) total += s->img_loss[i];
+        MT_TRY(dice_backward(s, ctx, b->n, P));
+    }
+    mt_tensor dlogits = mt_tensor_4d(s->dlogits, MT_F32, MT_CPU, b->n, S, S, K);
+    MT_TRY(mt_model_backward(t->model, ctx, &dlogits, ready, user));
+    *loss_sum = total;
+    *count = real;
+    return MT_OK;
+}
+
+/* Per image: (inter, predicted, true) per foreground class of the hard prediction, then the
+ * image's loss. */
+static mt_status segment_predict(mt_task *t, mt_ctx *ctx, const mt_batch *b, float *out) {
+    segment *s = t->state;
+    int K = s->k, S = b->size, F = s->n_classes - 1;
+    int64_t P = (int64_t)S * S;
+    MT_TRY(ensure(s, b->n, S));
+    MT_TRY(targets(s, b));
+    mt_tensor x = input(s, b);
+    mt_tensor logits = mt_tensor_4d(s->logits, MT_F32, MT_CPU, b->n, S, S, K);
+    MT_TRY(mt_model_forward(t->model, ctx, &x, false, 0, 0, &logits));
+    for (int i = 0; i < b->n; i++) s->img_loss[i] = 0;
+    if (s->lambda_dice > 0) {
+        MT_TRY(probabilities(s, ctx, b->n, P));
+        MT_TRY(dice_terms(s, ctx, b, P, false));
+    }
+    for (int i = 0; i < b->n; i++) {
+        float *o = out + (size_t)i * (3 * F + 1);
+        memset(o, 0, (3 * (size_t)F + 1) * sizeof(float));
+        if (b->weights[i] <= 0) continue;
+        if (s->lambda_ce > 0) {
+            float ce = 0;
+            MT_TRY(ce_mean(s, ctx, i * P, P, &ce));
+            s->img_loss[i] += s->lambda_ce * ce;
+        }
+        o[3 * F] = (float)s->img_loss[i];
+        const uint8_t *m = b->masks + (size_t)i * P;
+        const float *z = s->logits + (size_t)i * P * K;
+        for (int64_t p = 0; p < P; p++) {
+            int pred = 0;
+            if (s->sigmoid) {
+                /* a pixel can be in several classes; count each class with a logit > 0 */
+                for (int c = 1; c <= F; c++) {
+                    bool on = z[p * K + c - 1] > 0, truth = m[p] == c;
+                    o[3 * (c - 1)] += on && truth, o[3 * (c - 1) + 1] += on;
+                    o[3 * (c - 1) + 2] += truth;
+                }
+                continue;
+            }
+            for (int c = 1; c < K; c++)
+                if (z[p * K + c] > z[p * K + pred]) pred = c;
+            if (pred > 0) o[3 * (pred - 1) + 1] += 1;
+            if (m[p] > 0) o[3 * (m[p] - 1) + 2] += 1;
+            if (pred > 0 && pred == m[p]) o[3 * (pred - 1)] += 1;
+        }
+    }
+    return MT_OK;
+}
+
+/* Mean Dice per class over the images whose truth has the class (MONAI's ignore_empty), their
+ * mean, and the mean loss. */
+static mt_status segment_summarize(mt_task *t, const float *outputs, const int64_t *idx, int64_t n,
+                                   cJSON *into, double *primary) {
+    (void)idx;
+    segment *s = t->state;
+    int F = s->n_classes - 1;
+    double loss = 0, mean = 0;
+    int defined = 0;
+    for (int64_t i = 0; i < n; i++) loss += outputs[i * (3 * F + 1) + 3 * F];
+    for (int c = 0; c < F; c++) {
+        double sum = 0;
+        int64_t cnt = 0;
+        for (int64_t i = 0; i < n; i++) {
+            const float *o = outputs + i * (3 * F + 1) + 3 * c;
+            if (o[2] <= 0) continue;
+            sum += 2.0 * o[0] / ((double)o[1] + o[2]);
+            cnt++;
+        }
+        if (!cnt) continue;
+        char key[96];
+        snprintf(key, sizeof key, "val_dice_%s", s->info->mask_classes[c + 1]);
+        cJSON_AddNumberToObject(into, key, sum / (double)cnt);
+        mean += sum / (double)cnt, defined++;
+    }
+    double mean_loss = n ? loss / (double)n : 0.0;
+    cJSON_AddNumberToObject(into, "val_loss", mean_loss);
+    if (defined) cJSON_AddNumberToObject(into, "val_mean_dice", mean / defined);
+    *primary = defined ? mean / defined : -mean_loss;
+    return MT_OK;
+}
+
+static void segment_describe(mt_task *t, cJSON *into) {
+    segment *s = t->state;
+    cJSON *names = cJSON_AddArrayToObject(into, "class_names");
+    for (int c = 0; c < s->n_classes; c++)
+        cJSON_AddItemToArray(names, cJSON_CreateString(s->info->mask_classes[c]));
+    cJSON_AddStringToObject(into, "problem_type", "semantic_segmentation");
+    cJSON_AddStringToObject(into, "head", s->sigmoid ? "sigmoid" : "softmax");
+    cJSON_AddStringToObject(into, "output",
+                            s->sigmoid ? "per-pixel logits (N,H,W,classes-1) in medtrain, "
+                                         "(N,classes-1,H,W) in PyTorch; sigmoid > 0.5 marks "
+                                         "each foreground class"
+                                       : "per-pixel logits (N,H,W,classes) in medtrain, "
+                                         "(N,classes,H,W) in PyTorch; argmax gives the class");
+    const mt_model_opts *mo = mt_model_options(t->model);
+    cJSON_AddNumberToObject(into, "depth", mo->depth);
+    cJSON_AddNumberToObject(into, "channels", mo->channels);
+    cJSON_AddStringToObject(into, "norm", mo->norm == MT_NORM_INSTANCE ? "instance" : "batch");
+    cJSON_AddStringToObject(into, "upsample", mo->bilinear ? "bilinear" : "transpose");
+}
+
+static void segment_card(mt_task *t, FILE *f) {
+    segment *s = t->state;
+    fprintf(f, "## Intended use\n\nSegmentation of anatomical structures (");
+    for (int c = 1; c < s->n_classes; c++)
+        fprintf(f, "%s%s", c > 1 ? ", " : "", s->info->mask_classes[c]);
+    fprintf(f, ") on frontal chest radiographs, as a research tool or to pre-fill contours that a "
+               "qualified reader corrects.\n\n");
+}
+
+static void segment_free(mt_task *t) {
+    if (!t) return;
+    segment *s = t->state;
+    if (s) {
+        free_buffers(s);
+        mt_free(s);
+    }
+    mt_model_free(t->model);
+    mt_free(t);
+}
+
+static mt_status read_options(const mt_config *cfg, segment *s, mt_model_opts *mo) {
+    const char *arch = mt_config_str(cfg, "model.arch");
+    if (strcmp(arch, "unet"))
+        return mt_config_fail(cfg, "model.arch", "task segment needs arch unet, not %s", arch);
+    const char *head = mt_config_str(cfg, "model.head");
+    s->sigmoid = !strcmp(head, "sigmoid");
+    s->k = s->sigmoid ? s->n_classes - 1 : s->n_classes;
+    const char *loss = mt_config_str(cfg, "train.loss");
+    s->lambda_dice = strcmp(loss, "ce") ? mt_config_float(cfg, "train.lambda_dice") : 0;
+    s->lambda_ce = strcmp(loss, "dice") ? mt_config_float(cfg, "train.lambda_ce") : 0;
+    if (s->lambda_dice < 0 || s->lambda_ce < 0 || s->lambda_dice + s->lambda_ce <= 0)
+        return mt_config_fail(cfg, "train.lambda_dice",
+                              "lambda_dice %g and lambda_ce %g: both >= 0, one > 0", s->lambda_dice,
+                              s->lambda_ce);
+    s->include_bg = mt_config_bool(cfg, "train.dice_include_background");
+    s->squared = mt_config_bool(cfg, "train.dice_squared");
+    s->smooth_nr = mt_config_float(cfg, "train.dice_smooth_nr");
+    s->smooth_dr = mt_config_float(cfg, "train.dice_smooth_dr");
+    if (s->smooth_nr < 0 || !(s->smooth_dr > 0))
+        return mt_config_fail(cfg, "train.dice_smooth_dr",
+                              "smooth_nr %g must be >= 0 and smooth_dr %g > 0", s->smooth_nr,
+                              s->smooth_dr);
+    if (!s->sigmoid && !s->include_bg && s->k < 2 && s->lambda_dice > 0)
+        return mt_config_fail(cfg, "train.dice_include_background",
+                              "a softmax head over %d class leaves no class for the Dice", s->k);
+    *mo = (mt_model_opts){
+        .arch = arch,
+        .in_channels = s->in_channels,
+        .n_outputs = s->k,
+        .bn_momentum = (float)mt_config_float(cfg, "model.bn_momentum"),
+        .bn_eps = (float)mt_config_float(cfg, "model.bn_eps"),
+        .depth = (int)mt_config_int(cfg, "model.depth"),
+        .channels = (int)mt_config_int(cfg, "model.channels"),
+        .norm =
+            strcmp(mt_config_str(cfg, "model.norm"), "instance") ? MT_NORM_BATCH : MT_NORM_INSTANCE,
+        .bilinear = !strcmp(mt_config_str(cfg, "model.upsample"), "bilinear"),
+    };
+    if (mo->depth < 1 || mo->depth > 8)
+        return mt_config_fail(cfg, "model.depth", "%d: expected 1 to 8", mo->depth);
+    if (mo->channels < 1)
+        return mt_config_fail(cfg, "model.channels", "%d: expected >= 1", mo->channels);
+    return MT_OK;
+}
+
+mt_status mt_task_segment_create(const mt_config *cfg, mt_ctx *ctx, mt_pack *pack, mt_task **out) {
+    const mt_pack_info *info = mt_pack_get_info(pack);
+    if (info->n_mask_classes < 2)
+        return mt_fail(MT_ERR_CONFIG,
+                       "%s: the pack has no masks; task segment needs them (medtrain pack "
+                       "--masks DIR)",
+                       mt_pack_path(pack));
+    mt_task *t = mt_calloc(1, sizeof *t, "task");
+    segment *s = mt_calloc(1, sizeof *s, "segment task");
+    if (!t || !s) {
+        mt_free(t), mt_free(s);
+        return MT_ERR_NOMEM;
+    }
+    s->pack = pack, s->info = info, s->n_classes = info->n_mask_classes;
+    s->in_channels = (int)mt_config_int(cfg, "model.in_channels");
+    *t = (mt_task){.name = "segment",
+                   .n_outputs = 3 * (info->n_mask_classes - 1) + 1,
+                   .needs_masks = true,
+                   .state = s,
+                   .train_micro = segment_train_micro,
+                   .predict = segment_predict,
+                   .summarize = segment_summarize,
+                   .describe = segment_describe,
+                   .card = segment_card,
+                   .free = segment_free};
+    mt_model_opts mo;
+    mt_status st = read_options(cfg, s, &mo);
+    if (st == MT_OK) st = mt_model_create(ctx, &mo, &t->model);
+    if (st != MT_OK) {
+        segment_free(t);
+        return st;
+    }
+    *out = t;
+    return MT_OK;
+}
