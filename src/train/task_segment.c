@@ -7,14 +7,10 @@
  *   sigmoid: one output per foreground class (a binary mask gives one output); BCE-with-logits
  *            per class and pixel, Dice over the sigmoid probabilities (MONAI: sigmoid=True).
  *
- * Loss per image (MONAI's semantics with batch=False, reduction mean, for images of one size):
- *   dice_n = mean over the Dice classes of 1 - (2 sum(p g) + smooth_nr) / (sum(p) + sum(g) +
- *            smooth_dr)   (squared: sum(p^2) + sum(g^2) in the denominator)
- *   ce_n   = mean over the image's pixels (and classes, for BCE) of the cross-entropy
- *   loss_n = lambda_dice dice_n + lambda_ce ce_n
- * The task reports the SUM of loss_n over real images and their COUNT; the trainer divides by the
- * count over all ranks, so the batch mean equals MONAI's DiceCELoss over the global batch and
- * 1 rank x 16 equals 2 ranks x 8.
+ * The loss (segloss.c) is computed per image with MONAI's semantics (batch=False); the task
+ * reports the SUM over real images and their COUNT, and the trainer divides by the count over all
+ * ranks: the batch mean is MONAI's DiceCELoss over the global batch, and 1 rank x 16 equals
+ * 2 ranks x 8.
  *
  * Validation outputs per image: for each foreground class the intersection, predicted and true
  * pixel counts of the hard prediction (argmax, or sigmoid > 0.5), then the image's loss. */
@@ -24,9 +20,8 @@
 #include "medtrain/log.h"
 #include "medtrain/mem.h"
 #include "medtrain/ops.h"
+#include "segloss.h"
 #include "task.h"
-
-#define CE_IGNORE (-100)
 
 typedef struct segment {
     mt_pack *pack;
@@ -34,22 +29,16 @@ typedef struct segment {
     int in_channels;
     int n_classes; /* in the pack's masks, background included */
     int k;         /* model outputs */
-    bool sigmoid;
-    bool include_bg, squared;
-    double smooth_nr, smooth_dr, lambda_dice, lambda_ce;
+    mt_seg_loss_opts lo;
+    mt_seg_loss *loss;
     int cap, size; /* rows and size the buffers hold */
-    float *x, *logits, *dlogits, *probs, *dprobs, *tmp, *g, *bce_t;
-    int32_t *ce_t;
-    float *sums, *coef; /* (cap, k, 3), (cap, k, 2) */
-    double *img_loss;   /* (cap) */
+    float *x, *logits, *dlogits;
+    double *img_loss; /* (cap) */
 } segment;
 
 static void free_buffers(segment *s) {
-    mt_free(s->x), mt_free(s->logits), mt_free(s->dlogits), mt_free(s->probs);
-    mt_free(s->dprobs), mt_free(s->tmp), mt_free(s->g), mt_free(s->bce_t), mt_free(s->ce_t);
-    mt_free(s->sums), mt_free(s->coef), mt_free(s->img_loss);
-    s->x = s->logits = s->dlogits = s->probs = s->dprobs = s->tmp = s->g = s->bce_t = NULL;
-    s->ce_t = NULL, s->sums = s->coef = NULL, s->img_loss = NULL;
+    mt_free(s->x), mt_free(s->logits), mt_free(s->dlogits), mt_free(s->img_loss);
+    s->x = s->logits = s->dlogits = NULL, s->img_loss = NULL;
     s->cap = 0;
 }
 
@@ -61,18 +50,8 @@ static mt_status ensure(segment *s, int n, int size) {
         s->in_channels > 1 ? mt_alloc(px * s->in_channels * sizeof(float), "input images") : NULL;
     s->logits = mt_alloc(e, "logits");
     s->dlogits = mt_alloc(e, "logit gradients");
-    s->probs = mt_alloc(e, "probabilities");
-    s->dprobs = mt_alloc(e, "probability gradients");
-    s->tmp = mt_alloc(e, "loss scratch");
-    s->g = mt_alloc(e, "one-hot masks");
-    s->bce_t = s->sigmoid ? mt_alloc(e, "BCE targets") : NULL;
-    s->ce_t = s->sigmoid ? NULL : mt_alloc(px * sizeof(int32_t), "class targets");
-    s->sums = mt_alloc((size_t)n * s->k * 3 * sizeof(float), "Dice sums");
-    s->coef = mt_alloc((size_t)n * s->k * 2 * sizeof(float), "Dice coefficients");
     s->img_loss = mt_alloc((size_t)n * sizeof(double), "image losses");
-    if ((s->in_channels > 1 && !s->x) || !s->logits || !s->dlogits || !s->probs || !s->dprobs ||
-        !s->tmp || !s->g || (s->sigmoid ? !s->bce_t : !s->ce_t) || !s->sums || !s->coef ||
-        !s->img_loss) {
+    if ((s->in_channels > 1 && !s->x) || !s->logits || !s->dlogits || !s->img_loss) {
         free_buffers(s);
         return MT_ERR_NOMEM;
     }
@@ -89,163 +68,21 @@ static mt_tensor input(segment *s, const mt_batch *b) {
     return mt_tensor_4d(s->x, MT_F32, MT_CPU, b->n, S, S, C);
 }
 
-/* Output channel k of class c (or -1: the class has no channel, background of a sigmoid head). */
-static int channel_of(const segment *s, int c) {
-    return s->sigmoid ? c - 1 : c;
-}
-
-/* The batch's masks as one-hot g (n,P,k), CE class targets or BCE targets (NaN on padding
- * images). A mask value outside the pack's classes fails naming the image. */
-static mt_status targets(segment *s, const mt_batch *b) {
-    size_t P = (size_t)b->size * b->size;
-    int K = s->k;
-    memset(s->g, 0, (size_t)b->n * P * K * sizeof(float));
-    for (int i = 0; i < b->n; i++) {
-        bool real = b->weights[i] > 0;
-        const uint8_t *m = b->masks + (size_t)i * P;
-        float *g = s->g + (size_t)i * P * K;
-        for (size_t p = 0; p < P; p++) {
-            int c = m[p];
-            if (real && c >= s->n_classes)
-                return mt_fail(MT_ERR_FORMAT,
-                               "%s: image %lld: mask value %d, but the pack has %d "
-                               "classes",
-                               mt_pack_path(s->pack), (long long)b->indices[i], c, s->n_classes);
-            int ch = channel_of(s, c);
-            if (real && ch >= 0) g[p * K + ch] = 1;
-            if (!s->sigmoid) s->ce_t[(size_t)i * P + p] = real ? c : CE_IGNORE;
-        }
-        if (s->sigmoid)
-            for (size_t j = 0; j < P * K; j++) s->bce_t[(size_t)i * P * K + j] = real ? g[j] : NAN;
-    }
-    return MT_OK;
-}
-
-/* Whether output channel ch counts in the Dice. */
-static bool dice_channel(const segment *s, int ch) {
-    return s->sigmoid || ch > 0 || s->include_bg;
-}
-
-static int dice_channels(const segment *s) {
-    int n = 0;
-    for (int ch = 0; ch < s->k; ch++) n += dice_channel(s, ch);
-    return n;
-}
-
-/* Probabilities from the logits: softmax over classes, or sigmoid per class. */
-static mt_status probabilities(segment *s, mt_ctx *ctx, int n, int64_t P) {
-    mt_tensor z = mt_tensor_2d(s->logits, MT_F32, MT_CPU, n * P, s->k);
-    mt_tensor p = mt_tensor_2d(s->probs, MT_F32, MT_CPU, n * P, s->k);
-    return s->sigmoid ? mt_act_fwd(ctx, MT_ACT_SIGMOID, &z, &p)
-                      : mt_softmax_fwd(ctx, false, &z, &p);
-}
-
-/* Per-image Dice losses into img_loss (scaled by lambda_dice; 0 for padding images) and, when
- * coef is wanted, d(sum of them)/d(sums) as the (a, b) of mt_dice_bwd. */
-static mt_status dice_terms(segment *s, mt_ctx *ctx, const mt_batch *b, int64_t P, bool coef) {
-    int K = s->k, nd = dice_channels(s);
-    mt_tensor p = mt_tensor_3d(s->probs, MT_F32, MT_CPU, b->n, P, K);
-    mt_tensor g = mt_tensor_3d(s->g, MT_F32, MT_CPU, b->n, P, K);
-    mt_tensor sums = mt_tensor_3d(s->sums, MT_F32, MT_CPU, b->n, K, 3);
-    MT_TRY(mt_dice_sums(ctx, &p, &g, s->squared, &sums));
-    double w = s->lambda_dice / nd;
-    for (int i = 0; i < b->n; i++) {
-        double loss = 0;
-        for (int ch = 0; ch < K; ch++) {
-            const float *q = s->sums + ((size_t)i * K + ch) * 3;
-            float *cf = s->coef + ((size_t)i * K + ch) * 2;
-            cf[0] = cf[1] = 0;
-            if (b->weights[i] <= 0 || !dice_channel(s, ch)) continue;
-            double inter = q[0], den = (double)q[1] + q[2] + s->smooth_dr;
-            double num = 2 * inter + s->smooth_nr;
-            loss += 1 - num / den;
-            if (coef) {
-                cf[0] = (float)(w * -2 / den);
-                cf[1] = (float)(w * num / (den * den));
-            }
-        }
-        s->img_loss[i] = w * loss;
-    }
-    return MT_OK;
-}
-
-/* dlogits += the Dice gradient (through the softmax or sigmoid). */
-static mt_status dice_backward(segment *s, mt_ctx *ctx, int n, int64_t P) {
-    int K = s->k;
-    mt_tensor p3 = mt_tensor_3d(s->probs, MT_F32, MT_CPU, n, P, K);
-    mt_tensor g3 = mt_tensor_3d(s->g, MT_F32, MT_CPU, n, P, K);
-    mt_tensor dp3 = mt_tensor_3d(s->dprobs, MT_F32, MT_CPU, n, P, K);
-    mt_tensor coef = mt_tensor_3d(s->coef, MT_F32, MT_CPU, n, K, 2);
-    MT_TRY(mt_dice_bwd(ctx, &p3, &g3, &coef, s->squared, &dp3));
-    mt_tensor dp = mt_tensor_2d(s->dprobs, MT_F32, MT_CPU, n * P, K);
-    mt_tensor t = mt_tensor_2d(s->tmp, MT_F32, MT_CPU, n * P, K);
-    mt_tensor dz = mt_tensor_2d(s->dlogits, MT_F32, MT_CPU, n * P, K);
-    if (s->sigmoid) {
-        mt_tensor z = mt_tensor_2d(s->logits, MT_F32, MT_CPU, n * P, K);
-        MT_TRY(mt_act_bwd(ctx, MT_ACT_SIGMOID, &z, &dp, &t));
-    } else {
-        mt_tensor p = mt_tensor_2d(s->probs, MT_F32, MT_CPU, n * P, K);
-        MT_TRY(mt_softmax_bwd(ctx, false, &p, &dp, &t));
-    }
-    return mt_axpy(ctx, 1.0f, &t, &dz);
-}
-
-/* Mean cross-entropy over the known targets of rows [row0, row0 + rows). */
-static mt_status ce_mean(segment *s, mt_ctx *ctx, int64_t row0, int64_t rows, float *loss) {
-    int K = s->k;
-    mt_tensor l = mt_tensor_1d(loss, MT_F32, MT_CPU, 1);
-    if (s->sigmoid) {
-        mt_tensor z = mt_tensor_2d(s->logits + row0 * K, MT_F32, MT_CPU, rows, K);
-        mt_tensor y = mt_tensor_2d(s->bce_t + row0 * K, MT_F32, MT_CPU, rows, K);
-        return mt_bce_logits_fwd(ctx, &z, &y, NULL, &l);
-    }
-    mt_tensor z = mt_tensor_2d(s->logits + row0 * K, MT_F32, MT_CPU, rows, K);
-    mt_tensor y = mt_tensor_1d(s->ce_t + row0, MT_I32, MT_CPU, rows);
-    return mt_cross_entropy_fwd(ctx, &z, &y, CE_IGNORE, &l);
-}
-
-static int real_images(const mt_batch *b) {
-    int n = 0;
-    for (int i = 0; i < b->n; i++) n += b->weights[i] > 0;
-    return n;
-}
-
 static mt_status segment_train_micro(mt_task *t, mt_ctx *ctx, const mt_batch *b, uint64_t seed,
                                      int64_t step, mt_grad_ready_fn ready, void *user,
                                      double *loss_sum, double *count) {
     segment *s = t->state;
-    int K = s->k, S = b->size;
-    int64_t P = (int64_t)S * S;
+    int S = b->size;
     MT_TRY(ensure(s, b->n, S));
-    MT_TRY(targets(s, b));
     mt_tensor x = input(s, b);
-    mt_tensor logits = mt_tensor_4d(s->logits, MT_F32, MT_CPU, b->n, S, S, K);
+    mt_tensor logits = mt_tensor_4d(s->logits, MT_F32, MT_CPU, b->n, S, S, s->k);
     MT_TRY(mt_model_forward(t->model, ctx, &x, true, seed, (uint64_t)step, &logits));
-    int real = real_images(b);
+    MT_TRY(mt_seg_loss_compute(s->loss, ctx, s->logits, b->masks, b->weights, b->n, S,
+                               mt_pack_path(s->pack), b->indices, s->img_loss, s->dlogits));
     double total = 0;
-    mt_tensor dz = mt_tensor_2d(s->dlogits, MT_F32, MT_CPU, b->n * P, K);
-    MT_TRY(mt_tensor_zero(ctx, &dz));
-    if (s->lambda_ce > 0 && real > 0) {
-        float ce = 0;
-        MT_TRY(ce_mean(s, ctx, 0, b->n * P, &ce));
-        total += s->lambda_ce * ce * real; /* the mean over real pixels = mean of ce_n */
-        mt_tensor z = mt_tensor_2d(s->logits, MT_F32, MT_CPU, b->n * P, K);
-        float dloss = (float)(s->lambda_ce * real); /* d(sum_n ce_n) = d(mean) * images */
-        if (s->sigmoid) {
-            mt_tensor y = mt_tensor_2d(s->bce_t, MT_F32, MT_CPU, b->n * P, K);
-            MT_TRY(mt_bce_logits_bwd(ctx, &z, &y, NULL, dloss, &dz));
-        } else {
-            mt_tensor y = mt_tensor_1d(s->ce_t, MT_I32, MT_CPU, b->n * P);
-            MT_TRY(mt_cross_entropy_bwd(ctx, &z, &y, CE_IGNORE, dloss, &dz));
-        }
-    }
-    if (s->lambda_dice > 0) {
-        MT_TRY(probabilities(s, ctx, b->n, P));
-        MT_TRY(dice_terms(s, ctx, b, P, true));
-        for (int i = 0; i < b->n; i++) total += s->img_loss[i];
-        MT_TRY(dice_backward(s, ctx, b->n, P));
-    }
-    mt_tensor dlogits = mt_tensor_4d(s->dlogits, MT_F32, MT_CPU, b->n, S, S, K);
+    int real = 0;
+    for (int i = 0; i < b->n; i++) total += s->img_loss[i], real += b->weights[i] > 0;
+    mt_tensor dlogits = mt_tensor_4d(s->dlogits, MT_F32, MT_CPU, b->n, S, S, s->k);
     MT_TRY(mt_model_backward(t->model, ctx, &dlogits, ready, user));
     *loss_sum = total;
     *count = real;
@@ -259,30 +96,21 @@ static mt_status segment_predict(mt_task *t, mt_ctx *ctx, const mt_batch *b, flo
     int K = s->k, S = b->size, F = s->n_classes - 1;
     int64_t P = (int64_t)S * S;
     MT_TRY(ensure(s, b->n, S));
-    MT_TRY(targets(s, b));
     mt_tensor x = input(s, b);
     mt_tensor logits = mt_tensor_4d(s->logits, MT_F32, MT_CPU, b->n, S, S, K);
     MT_TRY(mt_model_forward(t->model, ctx, &x, false, 0, 0, &logits));
-    for (int i = 0; i < b->n; i++) s->img_loss[i] = 0;
-    if (s->lambda_dice > 0) {
-        MT_TRY(probabilities(s, ctx, b->n, P));
-        MT_TRY(dice_terms(s, ctx, b, P, false));
-    }
+    MT_TRY(mt_seg_loss_compute(s->loss, ctx, s->logits, b->masks, b->weights, b->n, S,
+                               mt_pack_path(s->pack), b->indices, s->img_loss, NULL));
     for (int i = 0; i < b->n; i++) {
         float *o = out + (size_t)i * (3 * F + 1);
         memset(o, 0, (3 * (size_t)F + 1) * sizeof(float));
         if (b->weights[i] <= 0) continue;
-        if (s->lambda_ce > 0) {
-            float ce = 0;
-            MT_TRY(ce_mean(s, ctx, i * P, P, &ce));
-            s->img_loss[i] += s->lambda_ce * ce;
-        }
         o[3 * F] = (float)s->img_loss[i];
         const uint8_t *m = b->masks + (size_t)i * P;
         const float *z = s->logits + (size_t)i * P * K;
         for (int64_t p = 0; p < P; p++) {
             int pred = 0;
-            if (s->sigmoid) {
+            if (s->lo.sigmoid) {
                 /* a pixel can be in several classes; count each class with a logit > 0 */
                 for (int c = 1; c <= F; c++) {
                     bool on = z[p * K + c - 1] > 0, truth = m[p] == c;
@@ -339,13 +167,13 @@ static void segment_describe(mt_task *t, cJSON *into) {
     for (int c = 0; c < s->n_classes; c++)
         cJSON_AddItemToArray(names, cJSON_CreateString(s->info->mask_classes[c]));
     cJSON_AddStringToObject(into, "problem_type", "semantic_segmentation");
-    cJSON_AddStringToObject(into, "head", s->sigmoid ? "sigmoid" : "softmax");
+    cJSON_AddStringToObject(into, "head", s->lo.sigmoid ? "sigmoid" : "softmax");
     cJSON_AddStringToObject(into, "output",
-                            s->sigmoid ? "per-pixel logits (N,H,W,classes-1) in medtrain, "
-                                         "(N,classes-1,H,W) in PyTorch; sigmoid > 0.5 marks "
-                                         "each foreground class"
-                                       : "per-pixel logits (N,H,W,classes) in medtrain, "
-                                         "(N,classes,H,W) in PyTorch; argmax gives the class");
+                            s->lo.sigmoid ? "per-pixel logits (N,H,W,classes-1) in medtrain, "
+                                            "(N,classes-1,H,W) in PyTorch; sigmoid > 0.5 marks "
+                                            "each foreground class"
+                                          : "per-pixel logits (N,H,W,classes) in medtrain, "
+                                            "(N,classes,H,W) in PyTorch; argmax gives the class");
     const mt_model_opts *mo = mt_model_options(t->model);
     cJSON_AddNumberToObject(into, "depth", mo->depth);
     cJSON_AddNumberToObject(into, "channels", mo->channels);
@@ -367,6 +195,7 @@ static void segment_free(mt_task *t) {
     segment *s = t->state;
     if (s) {
         free_buffers(s);
+        mt_seg_loss_free(s->loss);
         mt_free(s);
     }
     mt_model_free(t->model);
@@ -377,27 +206,29 @@ static mt_status read_options(const mt_config *cfg, segment *s, mt_model_opts *m
     const char *arch = mt_config_str(cfg, "model.arch");
     if (strcmp(arch, "unet"))
         return mt_config_fail(cfg, "model.arch", "task segment needs arch unet, not %s", arch);
-    const char *head = mt_config_str(cfg, "model.head");
-    s->sigmoid = !strcmp(head, "sigmoid");
-    s->k = s->sigmoid ? s->n_classes - 1 : s->n_classes;
+    mt_seg_loss_opts *lo = &s->lo;
+    lo->n_classes = s->n_classes;
+    lo->sigmoid = !strcmp(mt_config_str(cfg, "model.head"), "sigmoid");
+    s->k = mt_seg_loss_outputs(lo);
     const char *loss = mt_config_str(cfg, "train.loss");
-    s->lambda_dice = strcmp(loss, "ce") ? mt_config_float(cfg, "train.lambda_dice") : 0;
-    s->lambda_ce = strcmp(loss, "dice") ? mt_config_float(cfg, "train.lambda_ce") : 0;
-    if (s->lambda_dice < 0 || s->lambda_ce < 0 || s->lambda_dice + s->lambda_ce <= 0)
+    lo->lambda_dice = strcmp(loss, "ce") ? mt_config_float(cfg, "train.lambda_dice") : 0;
+    lo->lambda_ce = strcmp(loss, "dice") ? mt_config_float(cfg, "train.lambda_ce") : 0;
+    if (lo->lambda_dice < 0 || lo->lambda_ce < 0 || lo->lambda_dice + lo->lambda_ce <= 0)
         return mt_config_fail(cfg, "train.lambda_dice",
-                              "lambda_dice %g and lambda_ce %g: both >= 0, one > 0", s->lambda_dice,
-                              s->lambda_ce);
-    s->include_bg = mt_config_bool(cfg, "train.dice_include_background");
-    s->squared = mt_config_bool(cfg, "train.dice_squared");
-    s->smooth_nr = mt_config_float(cfg, "train.dice_smooth_nr");
-    s->smooth_dr = mt_config_float(cfg, "train.dice_smooth_dr");
-    if (s->smooth_nr < 0 || !(s->smooth_dr > 0))
+                              "lambda_dice %g and lambda_ce %g: both >= 0, one > 0",
+                              lo->lambda_dice, lo->lambda_ce);
+    lo->include_bg = mt_config_bool(cfg, "train.dice_include_background");
+    lo->squared = mt_config_bool(cfg, "train.dice_squared");
+    lo->smooth_nr = mt_config_float(cfg, "train.dice_smooth_nr");
+    lo->smooth_dr = mt_config_float(cfg, "train.dice_smooth_dr");
+    if (lo->smooth_nr < 0 || !(lo->smooth_dr > 0))
         return mt_config_fail(cfg, "train.dice_smooth_dr",
-                              "smooth_nr %g must be >= 0 and smooth_dr %g > 0", s->smooth_nr,
-                              s->smooth_dr);
-    if (!s->sigmoid && !s->include_bg && s->k < 2 && s->lambda_dice > 0)
+                              "smooth_nr %g must be >= 0 and smooth_dr %g > 0", lo->smooth_nr,
+                              lo->smooth_dr);
+    if (!lo->sigmoid && !lo->include_bg && s->k < 2 && lo->lambda_dice > 0)
         return mt_config_fail(cfg, "train.dice_include_background",
                               "a softmax head over %d class leaves no class for the Dice", s->k);
+    MT_TRY(mt_seg_loss_create(lo, &s->loss));
     *mo = (mt_model_opts){
         .arch = arch,
         .in_channels = s->in_channels,
