@@ -50,6 +50,14 @@ mt_status mt_comm_max_f64(mt_comm *c, double *buf, size_t n);
 mt_status mt_comm_broadcast(mt_comm *c, void *buf, size_t bytes, int root);
 /* recv holds world * bytes: rank r's send lands at recv + r * bytes. */
 mt_status mt_comm_allgather(mt_comm *c, const void *send, void *recv, size_t bytes);
+/* Every rank's keyed rows on every rank, padding dropped: each rank has `rows` rows of row_bytes
+ * (the same count on every rank) and a key per row (>= 0: a real row, e.g. an image index; < 0:
+ * padding). *out and *out_keys (allocated here; free with mt_free) receive the real rows of rank
+ * 0, then rank 1, ..., in their order, and *n their count. Collective; errors (memory on any rank)
+ * are agreed. */
+mt_status mt_comm_allgather_rows(mt_comm *c, const void *rows_data, const int64_t *keys,
+                                 size_t rows, size_t row_bytes, void **out, int64_t **out_keys,
+                                 int64_t *n);
 mt_status mt_comm_barrier(mt_comm *c);
 
 /* Non-blocking all-reduce of one f32 buffer (MPI_Iallreduce); wait applies AVG and frees req. */

@@ -260,32 +260,25 @@ static mt_status predict_split(mt_comm *comm, mt_ctx *ctx, mt_model *model, cons
     mt_loader_close(l);
     mt_free(x3);
     st = mt_comm_agree(comm, st);
-    float *all = NULL;
-    int64_t *all_idx = NULL;
-    if (st == MT_OK) {
-        all = mt_alloc(rows * L * sizeof(float) * world, "gathered logits");
-        all_idx = mt_alloc(rows * sizeof(int64_t) * world, "gathered indices");
-        st = mt_comm_agree(comm, all && all_idx ? MT_OK : MT_ERR_NOMEM);
-    }
-    if (st == MT_OK) st = mt_comm_allgather(comm, logits, all, rows * L * sizeof(float));
-    if (st == MT_OK) st = mt_comm_allgather(comm, idx, all_idx, rows * sizeof(int64_t));
+    void *gathered = NULL;
+    int64_t *all_idx = NULL, n = 0;
+    if (st == MT_OK)
+        st = mt_comm_allgather_rows(comm, logits, idx, rows, L * sizeof(float), &gathered, &all_idx,
+                                    &n);
     mt_free(logits), mt_free(idx);
+    const float *all = gathered;
     if (st == MT_OK) {
-        out->prob = mt_alloc(rows * world * L * sizeof(float), "probabilities");
-        out->targets = mt_alloc(rows * world * L * sizeof(float), "targets");
+        out->prob = mt_alloc((size_t)(n ? n : 1) * L * sizeof(float), "probabilities");
+        out->targets = mt_alloc((size_t)(n ? n : 1) * L * sizeof(float), "targets");
         st = out->prob && out->targets ? MT_OK : MT_ERR_NOMEM;
     }
     const float *labels = mt_pack_labels(pack);
-    int64_t n = 0;
-    for (size_t r = 0; st == MT_OK && r < rows * world; r++) {
-        if (all_idx[r] < 0) continue;
+    for (int64_t r = 0; st == MT_OK && r < n; r++)
         for (int k = 0; k < L; k++) {
-            out->prob[n * L + k] = 1.0f / (1.0f + expf(-all[r * L + k]));
-            out->targets[n * L + k] = labels[all_idx[r] * L + k];
+            out->prob[r * L + k] = 1.0f / (1.0f + expf(-all[r * L + k]));
+            out->targets[r * L + k] = labels[all_idx[r] * L + k];
         }
-        all_idx[n++] = all_idx[r];
-    }
-    mt_free(all);
+    mt_free(gathered);
     out->idx = all_idx;
     out->n = n;
     if (st != MT_OK) free_predictions(out);

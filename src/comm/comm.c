@@ -270,6 +270,29 @@ mt_status mt_comm_allgather(mt_comm *c, const void *send, void *recv, size_t byt
     return MT_OK;
 }
 
+mt_status mt_comm_allgather_rows(mt_comm *c, const void *rows_data, const int64_t *keys,
+                                 size_t rows, size_t row_bytes, void **out, int64_t **out_keys,
+                                 int64_t *n) {
+    size_t total = rows * (size_t)c->world;
+    char *all = mt_alloc(total * row_bytes > 0 ? total * row_bytes : 1, "gathered rows");
+    int64_t *all_keys = mt_alloc(total ? total * sizeof *all_keys : 1, "gathered keys");
+    mt_status st = mt_comm_agree(c, all && all_keys ? MT_OK : MT_ERR_NOMEM);
+    if (st == MT_OK) st = mt_comm_allgather(c, rows_data, all, rows * row_bytes);
+    if (st == MT_OK) st = mt_comm_allgather(c, keys, all_keys, rows * sizeof *keys);
+    if (st != MT_OK) {
+        mt_free(all), mt_free(all_keys);
+        return st;
+    }
+    int64_t k = 0; /* compact in place: row r moves to k <= r */
+    for (size_t r = 0; r < total; r++) {
+        if (all_keys[r] < 0) continue;
+        if ((size_t)k != r) memmove(all + (size_t)k * row_bytes, all + r * row_bytes, row_bytes);
+        all_keys[k++] = all_keys[r];
+    }
+    *out = all, *out_keys = all_keys, *n = k;
+    return MT_OK;
+}
+
 mt_status mt_comm_barrier(mt_comm *c) {
     MPI_TRY(MPI_Barrier(c->comm));
     return MT_OK;

@@ -203,28 +203,16 @@ mt_status trainer_validate(trainer *tr, mt_split split, cJSON *into, double *pri
     }
     mt_loader_close(l);
     st = mt_comm_agree(tr->comm, st);
-    float *all_out = NULL;
-    int64_t *all_idx = NULL;
+    void *all = NULL;
+    int64_t *all_idx = NULL, n = 0;
+    if (st == MT_OK)
+        st =
+            mt_comm_allgather_rows(tr->comm, out, idx, rows, K * sizeof(float), &all, &all_idx, &n);
     if (st == MT_OK) {
-        all_out = mt_alloc((rows ? rows : 1) * K * sizeof(float) * tr->world, "gathered outputs");
-        all_idx = mt_alloc((rows ? rows : 1) * sizeof(int64_t) * tr->world, "gathered indices");
-        st = all_out && all_idx ? MT_OK : MT_ERR_NOMEM;
-        st = mt_comm_agree(tr->comm, st);
-    }
-    if (st == MT_OK) st = mt_comm_allgather(tr->comm, out, all_out, rows * K * sizeof(float));
-    if (st == MT_OK) st = mt_comm_allgather(tr->comm, idx, all_idx, rows * sizeof(int64_t));
-    if (st == MT_OK) {
-        /* Keep real rows only (padding has index -1), compacting in place. */
-        int64_t n = 0;
-        for (size_t r = 0; r < rows * tr->world; r++) {
-            if (all_idx[r] < 0) continue;
-            memmove(all_out + n * K, all_out + r * K, K * sizeof(float));
-            all_idx[n++] = all_idx[r];
-        }
-        st = tr->task->summarize(tr->task, all_out, all_idx, n, into, primary);
+        st = tr->task->summarize(tr->task, all, all_idx, n, into, primary);
         cJSON_AddNumberToObject(into, "val_images", (double)n);
     }
-    mt_free(out), mt_free(idx), mt_free(all_out), mt_free(all_idx);
+    mt_free(out), mt_free(idx), mt_free(all), mt_free(all_idx);
     return mt_comm_agree(tr->comm, st);
 }
 

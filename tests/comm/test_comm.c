@@ -170,6 +170,36 @@ static void test_allgather(void) {
     free(recv);
 }
 
+/* Keyed rows: rank r has 5 rows of 3 doubles, keyed 100r + i; rows with odd i are padding
+ * (key -1). Every rank gets the real rows of rank 0, 1, ... in order. */
+static void test_allgather_rows(void) {
+    enum { ROWS = 5, W = 3 };
+    double mine[ROWS][W];
+    int64_t keys[ROWS];
+    for (int i = 0; i < ROWS; i++) {
+        keys[i] = i % 2 ? -1 : 100 * rank + i;
+        for (int j = 0; j < W; j++) mine[i][j] = rank * 1000 + i * 10 + j;
+    }
+    void *out = NULL;
+    int64_t *out_keys = NULL, n = -1;
+    MT_CHECK_OK(
+        mt_comm_allgather_rows(comm, mine, keys, ROWS, sizeof mine[0], &out, &out_keys, &n));
+    MT_CHECK(n == 3 * (int64_t)world, "%lld rows", (long long)n);
+    const double *rows = out;
+    int64_t k = 0, bad = 0;
+    for (int r = 0; r < world; r++)
+        for (int i = 0; i < ROWS; i += 2, k++) {
+            bad += out_keys[k] != 100 * r + i;
+            for (int j = 0; j < W; j++) bad += rows[k * W + j] != r * 1000 + i * 10 + j;
+        }
+    MT_CHECK(bad == 0, "%lld values or keys differ", (long long)bad);
+    mt_free(out), mt_free(out_keys);
+    /* no rows at all */
+    MT_CHECK_OK(mt_comm_allgather_rows(comm, mine, keys, 0, sizeof mine[0], &out, &out_keys, &n));
+    MT_CHECK(n == 0);
+    mt_free(out), mt_free(out_keys);
+}
+
 static void test_barrier(void) {
     MT_CHECK_OK(mt_comm_barrier(comm));
     MT_CHECK_OK(mt_comm_barrier(comm));
@@ -386,6 +416,7 @@ int main(int argc, char **argv) {
     MT_RUN(test_max_f64);
     MT_RUN(test_broadcast);
     MT_RUN(test_allgather);
+    MT_RUN(test_allgather_rows);
     MT_RUN(test_barrier);
     MT_RUN(test_async);
     MT_RUN(test_buckets);
