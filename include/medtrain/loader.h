@@ -13,7 +13,8 @@
  * Augmentation (training only; all off unless enabled) is driven by Philox keyed by (seed, epoch,
  * image index), so an image gets the same augmentation on 1 rank or 8: random resized crop,
  * small rotation, brightness/contrast/gamma, horizontal flip (off by default: laterality matters
- * on a chest film). Masks follow the same geometry with nearest-neighbour sampling.
+ * on a chest film). Masks follow the same geometry with nearest-neighbour sampling (every plane
+ * of a multi-label mask the same way), background (0) outside the source image.
  *
  * Batches are NHWC float [B, S, S, 1], normalised as asked. */
 #ifndef MEDTRAIN_LOADER_H
@@ -65,9 +66,12 @@ typedef struct mt_batch {
     int n;       /* batch size (always opts.batch) */
     int n_valid; /* images that are not padding */
     int size;
-    float *images;       /* [n, size, size, 1] */
-    float *labels;       /* [n, n_labels], NaN = unknown */
-    uint8_t *masks;      /* [n, size, size] or NULL */
+    float *images; /* [n, size, size, 1] */
+    float *labels; /* [n, n_labels], NaN = unknown */
+    /* Masks, or NULL: [n, size, size] class indices, or for a multi-label pack
+     * (mt_pack_info.mask_multilabel) [n, C, size, size] 0/1 with C = n_mask_classes, plane c
+     * of image k at masks + (k*C + c)*size*size. */
+    uint8_t *masks;
     float *weights;      /* [n]: 1, or 0 for padding */
     int64_t *indices;    /* [n]: pack image index */
     int64_t epoch, step; /* this batch's epoch and index within the epoch */

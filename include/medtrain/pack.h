@@ -4,6 +4,8 @@
  *   /images      u8 or u16 [N,H,W], one image per chunk
  *   /labels      f32 [N,L], NaN = unknown; attr names
  *   /masks       u8 [N,H,W], class index; attr classes          (only when packed with masks)
+ *                or u8 [N,C,H,W], 0/1 per class (multi-label: classes may overlap, no background
+ *                class); attr classes (C names). The number of dims is the layout.
  *   /meta/case_id, /meta/modality, /meta/view, /meta/source_digest   fixed-length strings [N]
  *   /meta/pixel_spacing f32 [N,2] (mm per row, column after resizing; NaN when unknown)
  *   /meta/split  u8 [N] (0 train, 1 val, 2 test)
@@ -44,8 +46,9 @@ typedef struct mt_pack_info {
     mt_dtype dtype; /* MT_U8 or MT_U16 */
     int n_labels;
     char **label_names;
-    int n_mask_classes; /* 0: no masks */
-    char **mask_classes;
+    int n_mask_classes;   /* 0: no masks; index layout: background included */
+    char **mask_classes;  /* n_mask_classes names */
+    bool mask_multilabel; /* /masks is [N,C,H,W] 0/1, C = n_mask_classes (no background) */
     int64_t split_n[MT_SPLIT_COUNT];
     char creator[64], created[32], input_digest[MT_PACK_DIGEST];
 } mt_pack_info;
@@ -66,7 +69,11 @@ const int64_t *mt_pack_split(const mt_pack *p, mt_split s, int64_t *n);
 const float *mt_pack_labels(const mt_pack *p); /* [n, n_labels] */
 /* Image i into out (h*w values of the pack's dtype). */
 mt_status mt_pack_read_image(mt_pack *p, int64_t i, void *out);
-mt_status mt_pack_read_mask(mt_pack *p, int64_t i, uint8_t *out); /* h*w; fails without masks */
+/* Mask i into out: h*w class indices, or for a multi-label pack n_mask_classes*h*w 0/1 values
+ * (channel-major: class c at out + c*h*w). Fails on a pack without masks. */
+mt_status mt_pack_read_mask(mt_pack *p, int64_t i, uint8_t *out);
+/* Planes per mask: 0 without masks, 1 for class-index masks, n_mask_classes for multi-label. */
+int mt_pack_mask_planes(const mt_pack_info *in);
 
 typedef struct mt_pack_meta {
     char case_id[MT_PACK_CASE_ID], modality[MT_PACK_SHORT], view[MT_PACK_SHORT];
@@ -85,13 +92,14 @@ typedef struct mt_pack_spec {
     const char *const *label_names;
     int n_mask_classes; /* 0: no /masks */
     const char *const *mask_classes;
-    const char *creator; /* "medtrain 0.1.0 (commit ...)" */
+    const char *creator;  /* "medtrain 0.1.0 (commit ...)" */
+    bool mask_multilabel; /* /masks [N,C,H,W] 0/1 with C = n_mask_classes (>= 1) */
 } mt_pack_spec;
 
 typedef struct mt_pack_item {
     const void *pixels;  /* h*w of spec dtype */
     const float *labels; /* n_labels, NaN = unknown */
-    const uint8_t *mask; /* h*w, or NULL (all background) */
+    const uint8_t *mask; /* mt_pack_mask_planes * h*w, or NULL (all background) */
     mt_pack_meta meta;
 } mt_pack_item;
 

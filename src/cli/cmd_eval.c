@@ -100,14 +100,19 @@ static mt_status describe_export(const char *dir, eval_model *m) {
     const cJSON *names = cJSON_GetObjectItemCaseSensitive(c, seg ? "class_names" : "label_names");
     int n_names_want =
         seg ? cJSON_GetArraySize(names) : (cJSON_IsNumber(nout) ? nout->valueint : -1);
+    /* a multi-label segmenter names its structures only (no background): 1 is enough */
+    int min_classes = strcmp(json_str(c, "mask_layout", "index"), "multilabel") ? 2 : 1;
     mt_status st = MT_OK;
     if (!cJSON_IsString(arch) || !cJSON_IsNumber(inch) || !cJSON_IsNumber(nout) ||
         !cJSON_IsNumber(size) || !cJSON_IsArray(names) || !cJSON_IsObject(norm) ||
-        cJSON_GetArraySize(names) != n_names_want || (seg && n_names_want < 2))
-        st = mt_fail(MT_ERR_FORMAT,
-                     "%s: expected architecture, in_channels, num_outputs, input_size, %s and "
-                     "normalization",
-                     p, seg ? "class_names (2 or more)" : "label_names (num_outputs of them)");
+        cJSON_GetArraySize(names) != n_names_want || (seg && n_names_want < min_classes))
+        st =
+            mt_fail(MT_ERR_FORMAT,
+                    "%s: expected architecture, in_channels, num_outputs, input_size, %s and "
+                    "normalization",
+                    p,
+                    seg ? (min_classes == 1 ? "class_names (1 or more)" : "class_names (2 or more)")
+                        : "label_names (num_outputs of them)");
     if (st == MT_OK && seg) {
         m->n_classes = n_names_want;
         set_unet(m, json_int(c, "depth", 4), json_int(c, "channels", 32),

@@ -10,6 +10,11 @@
  *                  (empty where undefined)
  *   overlays/      CASE.png: the image with true contours solid and predicted ones dashed
  *
+ * Multi-label packs (one 0/1 plane per structure, structures may overlap) need a sigmoid head:
+ * class c's prediction is output c > 0, its truth plane c; the tables keep the index layout's
+ * shape (column 0 unused, structure c in column c + 1) so that summaries treat both alike, and
+ * overlays are composed here from each structure's own contours.
+ *
  * Pixel spacing: the pack's /meta/pixel_spacing (mm per row and column at the pack's size),
  * scaled to the evaluation size; HD95 in mm is undefined for an image whose spacing is unknown. */
 #include <math.h>
@@ -20,6 +25,7 @@
 #include "cli.h"
 #include "eval_internal.h"
 #include "medtrain/fs.h"
+#include "medtrain/image.h"
 #include "medtrain/json.h"
 #include "medtrain/log.h"
 #include "medtrain/mem.h"
@@ -29,7 +35,10 @@ typedef struct seg_eval {
     eval_model *m;
     mt_pack *pack;
     const mt_pack_info *in;
-    int C; /* classes, background included */
+    int C;   /* table columns: classes, background included (multi-label: structures + 1, column 0
+                unused) */
+    bool ml; /* the pack's masks are multi-label planes */
+    int planes; /* mask planes per image: 1, or the structures */
     const int64_t *split;
     int64_t n_split;
     mt_pack_meta *meta; /* per split position */
@@ -50,11 +59,22 @@ static int64_t split_pos(const seg_eval *e, int64_t idx) {
     return -1;
 }
 
+/* The name of table column c >= 1. */
+static const char *class_name(const seg_eval *e, int c) {
+    return e->in->mask_classes[e->ml ? c - 1 : c];
+}
+
 static mt_status check_classes(const seg_eval *e) {
     const eval_model *m = e->m;
     const char *pack = mt_pack_path(e->pack);
-    if (e->in->n_mask_classes < 2)
+    if (e->in->n_mask_classes == 0 || (!e->ml && e->in->n_mask_classes < 2))
         return mt_fail(MT_ERR_CONFIG, "%s has no masks: a segmentation model needs them", pack);
+    if (e->ml && !m->sigmoid)
+        return mt_fail(MT_ERR_CONFIG,
+                       "%s has multi-label masks (structures may overlap): the model has a "
+                       "softmax head, which gives each pixel one class; evaluate a model trained "
+                       "with model.head: sigmoid on it",
+                       pack);
     if (m->n_classes >= 0 && m->n_classes != e->in->n_mask_classes)
         return mt_fail(MT_ERR_SHAPE, "the model segments %d classes, but %s has %d", m->n_classes,
                        pack, e->in->n_mask_classes);
@@ -108,7 +128,16 @@ static mt_status case_metrics(const seg_eval *e, const float *z, const uint8_t *
     o.spacing[0] = spacing ? meta->pixel_spacing[0] * scale : 1;
     o.spacing[1] = spacing ? meta->pixel_spacing[1] * scale : 1;
     mt_seg_mask tm = {truth, S, S}, pm = {pred, S, S};
-    if (!m->sigmoid) {
+    if (e->ml) {
+        /* Structure c: output c against truth plane c (column c + 1). */
+        uint8_t *pb = scratch;
+        row[0] = (mt_seg_class_metrics){.dice = NAN, .iou = NAN, .hd95_px = NAN, .hd95_mm = NAN};
+        for (int c = 0; c < e->planes; c++) {
+            for (int64_t p = 0; p < P; p++) pb[p] = z[p * e->planes + c] > 0;
+            mt_seg_mask pbm = {pb, S, S}, tbm = {truth + (size_t)c * P, S, S};
+            MT_TRY(mt_seg_case_binary(&pbm, &tbm, &o, &row[c + 1]));
+        }
+    } else if (!m->sigmoid) {
         MT_TRY(mt_seg_case_classes(&pm, &tm, e->C, &o, row));
     } else {
         /* Each foreground class from its own output: classes may overlap. */
@@ -126,6 +155,39 @@ static mt_status case_metrics(const seg_eval *e, const float *z, const uint8_t *
     if (!spacing)
         for (int c = 0; c < e->C; c++) row[c].hd95_mm = NAN;
     return MT_OK;
+}
+
+/* The dash pattern of mt_seg_overlay_render's predicted contours (segmetrics.h). */
+static bool dash_on(int64_t y, int64_t x) {
+    return (y + 2 * x) % 8 < 4;
+}
+
+/* A multi-label overlay, drawn as mt_seg_overlay_render draws class maps: the grey image, then
+ * each structure's true contour solid, then each predicted contour dashed over them, structure c
+ * in mt_seg_color(c + 1). truth (C,S,S) planes, z (S,S,C) logits. */
+static mt_status write_overlay_ml(const char *path, const float *image, const float *z,
+                                  const uint8_t *truth, int S, int C) {
+    int64_t P = (int64_t)S * S;
+    uint8_t *rgb = mt_alloc((size_t)P * 3, "overlay"), *bin = mt_alloc((size_t)P, "overlay mask");
+    uint8_t *surf = mt_alloc((size_t)P, "overlay contour");
+    mt_status st = rgb && bin && surf ? MT_OK : MT_ERR_NOMEM;
+    mt_seg_overlay grey = {.image_f32 = image, .h = S, .w = S, .n_classes = 2};
+    if (st == MT_OK) st = mt_seg_overlay_render(&grey, rgb);
+    for (int pass = 0; pass < 2; pass++) { /* truth, then prediction */
+        for (int c = 0; st == MT_OK && c < C; c++) {
+            for (int64_t p = 0; p < P; p++)
+                bin[p] = pass == 0 ? truth[(size_t)c * P + p] != 0 : z[p * C + c] > 0;
+            mt_seg_mask bm = {bin, S, S};
+            st = mt_seg_surface(&bm, surf);
+            uint8_t col[3];
+            mt_seg_color(c + 1, col);
+            for (int64_t p = 0; st == MT_OK && p < P; p++)
+                if (surf[p] && (pass == 0 || dash_on(p / S, p % S))) memcpy(rgb + p * 3, col, 3);
+        }
+    }
+    if (st == MT_OK) st = mt_png_write_rgb(path, rgb, S, S);
+    mt_free(rgb), mt_free(bin), mt_free(surf);
+    return st;
 }
 
 static void overlay_name(const seg_eval *e, int64_t pos, char *out, size_t n) {
@@ -189,8 +251,8 @@ static mt_status predict_cases(seg_eval *e, mt_comm *comm, mt_ctx *ctx, mt_model
             }
             size_t r = (size_t)(i * B + j);
             const float *zj = z + (size_t)j * P * K;
-            const uint8_t *truth = b->masks + (size_t)j * P;
-            class_map(m, zj, P, K, pred);
+            const uint8_t *truth = b->masks + (size_t)j * P * e->planes;
+            if (!e->ml) class_map(m, zj, P, K, pred);
             pos[r] = p;
             st = case_metrics(e, zj, truth, pred, S, &e->meta[p], pred + P, tab + r * e->C);
             if (st == MT_OK && p < e->a->overlays) {
@@ -202,7 +264,8 @@ static mt_status predict_cases(seg_eval *e, mt_comm *comm, mt_ctx *ctx, mt_model
                                      .h = S,
                                      .w = S,
                                      .n_classes = e->C};
-                st = mt_seg_overlay_write(path, &ov);
+                st = e->ml ? write_overlay_ml(path, ov.image_f32, zj, truth, S, e->planes)
+                           : mt_seg_overlay_write(path, &ov);
             }
         }
     }
@@ -255,6 +318,7 @@ static mt_status write_results(seg_eval *e, const mt_seg_class_metrics *cases, c
     cJSON_AddNumberToObject(j, "size", e->m->size);
     cJSON_AddStringToObject(j, "empty_truth", e->a->empty == MT_SEG_EMPTY_ONE ? "one" : "ignore");
     cJSON_AddStringToObject(j, "prediction", e->m->sigmoid ? "sigmoid > 0.5 per class" : "argmax");
+    cJSON_AddStringToObject(j, "mask_layout", e->ml ? "multilabel" : "index");
     num_or_null(j, "mean_dice", sum.dice.mean);
     num_or_null(j, "mean_iou", sum.iou.mean);
     num_or_null(j, "mean_hd95_px", sum.hd95_px.mean);
@@ -266,7 +330,7 @@ static mt_status write_results(seg_eval *e, const mt_seg_class_metrics *cases, c
         cJSON_AddItemToObject(o, "iou", mean_json(per[c].iou));
         cJSON_AddItemToObject(o, "hd95_px", mean_json(per[c].hd95_px));
         cJSON_AddItemToObject(o, "hd95_mm", mean_json(per[c].hd95_mm));
-        cJSON_AddItemToObject(cl, e->in->mask_classes[c], o);
+        cJSON_AddItemToObject(cl, class_name(e, c), o);
     }
     snprintf(p, sizeof p, "%s/metrics.json", e->tmp);
     if (st == MT_OK) st = mt_json_write_file(p, j, 0);
@@ -279,7 +343,7 @@ static mt_status write_results(seg_eval *e, const mt_seg_class_metrics *cases, c
     if (f) {
         fprintf(f, "index,case_id");
         for (int c = 1; c < C; c++) {
-            const char *nm = e->in->mask_classes[c];
+            const char *nm = class_name(e, c);
             fprintf(f, ",dice_%s,iou_%s,hd95_px_%s,hd95_mm_%s", nm, nm, nm, nm);
         }
         fprintf(f, "\n");
@@ -301,8 +365,8 @@ static mt_status write_results(seg_eval *e, const mt_seg_class_metrics *cases, c
         printf("%-16s %8s %8s %10s %10s %6s\n", "class", "Dice", "IoU", "HD95 px", "HD95 mm",
                "cases");
         for (int c = 1; c < C; c++)
-            printf("%-16.16s %8.4f %8.4f %10.3f %10.3f %6lld\n", e->in->mask_classes[c],
-                   per[c].dice.mean, per[c].iou.mean, per[c].hd95_px.mean, per[c].hd95_mm.mean,
+            printf("%-16.16s %8.4f %8.4f %10.3f %10.3f %6lld\n", class_name(e, c), per[c].dice.mean,
+                   per[c].iou.mean, per[c].hd95_px.mean, per[c].hd95_mm.mean,
                    (long long)per[c].dice.n);
         printf("mean Dice = %.4f  (IoU %.4f, HD95 %.2f px; %lld images, split %s)\n", sum.dice.mean,
                sum.iou.mean, sum.hd95_px.mean, (long long)n, mt_split_name(e->a->split));
@@ -364,18 +428,20 @@ static mt_status gather(seg_eval *e, mt_comm *comm, const mt_seg_class_metrics *
 
 mt_status mt_eval_segment(mt_comm *comm, eval_args *a, eval_model *m, mt_pack *pack) {
     seg_eval e = {.a = a, .m = m, .pack = pack, .in = mt_pack_get_info(pack)};
-    e.C = e.in->n_mask_classes;
+    e.ml = e.in->mask_multilabel;
+    e.planes = mt_pack_mask_planes(e.in);
+    e.C = e.in->n_mask_classes + (e.ml ? 1 : 0);
     snprintf(e.tmp, sizeof e.tmp, "%s.tmp", a->out);
     MT_TRY(mt_comm_agree(comm, check_classes(&e)));
     if (m->size == 0) m->size = e.in->h;
-    int K = m->sigmoid ? e.C - 1 : e.C;
+    int K = m->sigmoid ? e.C - 1 : e.C; /* multi-label: one output per structure */
     if (m->n_outputs < 0) m->n_outputs = K;
-    mt_status st = m->n_outputs == K
-                       ? MT_OK
-                       : mt_fail(MT_ERR_SHAPE,
-                                 "the model has %d outputs; a %s head over %d "
-                                 "classes needs %d",
-                                 m->n_outputs, m->sigmoid ? "sigmoid" : "softmax", e.C, K);
+    mt_status st = m->n_outputs == K ? MT_OK
+                                     : mt_fail(MT_ERR_SHAPE,
+                                               "the model has %d outputs; a %s head over %d "
+                                               "%sclasses needs %d",
+                                               m->n_outputs, m->sigmoid ? "sigmoid" : "softmax",
+                                               e.in->n_mask_classes, e.ml ? "multi-label " : "", K);
     if (st == MT_OK) st = read_meta(&e);
     if (st == MT_OK && mt_comm_rank(comm) == 0) {
         char cmd[3 * PATH_MAX];

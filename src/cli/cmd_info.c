@@ -15,18 +15,22 @@ void mt_cmd_info_usage(FILE *out) {
             "and its provenance (format version, creator, creation time, input digest).\n");
 }
 
-/* Share of pixels per mask class over up to 64 images spread through the pack. */
+/* Share of pixels per mask class over up to 64 images spread through the pack (multi-label:
+ * the share of pixels inside each class; classes may overlap). */
 static mt_status mask_shares(mt_pack *p, double *share) {
     const mt_pack_info *in = mt_pack_get_info(p);
     size_t px = (size_t)in->h * in->w;
-    uint8_t *m = mt_alloc(px, "mask");
+    int planes = mt_pack_mask_planes(in);
+    uint8_t *m = mt_alloc(px * (size_t)planes, "mask");
     if (!m) return MT_ERR_NOMEM;
     int64_t samples = in->n < 64 ? in->n : 64, total = 0;
     mt_status st = MT_OK;
     for (int64_t s = 0; st == MT_OK && s < samples; s++) {
         st = mt_pack_read_mask(p, s * in->n / samples, m);
-        for (size_t i = 0; st == MT_OK && i < px; i++)
+        for (size_t i = 0; st == MT_OK && !in->mask_multilabel && i < px; i++)
             if (m[i] < in->n_mask_classes) share[m[i]]++;
+        for (int c = 0; st == MT_OK && in->mask_multilabel && c < planes; c++)
+            for (size_t i = 0; i < px; i++) share[c] += m[(size_t)c * px + i] != 0;
         total += (int64_t)px;
     }
     for (int c = 0; c < in->n_mask_classes; c++) share[c] = total ? share[c] / (double)total : 0;
@@ -78,7 +82,12 @@ mt_status mt_cmd_info(mt_comm *comm, int argc, char **argv) {
         double *share = mt_calloc((size_t)in->n_mask_classes, sizeof *share, "mask shares");
         st = share ? mask_shares(p, share) : MT_ERR_NOMEM;
         if (st == MT_OK) {
-            printf("  masks: %d classes (pixel share in a sample):", in->n_mask_classes);
+            if (in->mask_multilabel)
+                printf("  masks: multi-label, %d classes (pixel share in a sample; classes may "
+                       "overlap):",
+                       in->n_mask_classes);
+            else
+                printf("  masks: %d classes (pixel share in a sample):", in->n_mask_classes);
             for (int c = 0; c < in->n_mask_classes; c++)
                 printf(" %s %.1f%%", in->mask_classes[c], 100 * share[c]);
             printf("\n");

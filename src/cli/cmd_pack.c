@@ -35,6 +35,7 @@ typedef struct pack_opts {
     const char *out, *dicom[MAX_INPUTS], *manifest[MAX_INPUTS], *labels, *masks, *key_file;
     int n_dicom, n_manifest;
     char mask_classes[512];
+    bool mask_classes_given, multilabel; /* --mask-classes given; --mask-layout multilabel */
     int size, round;
     mt_dtype dtype;
     mt_square_mode square;
@@ -76,6 +77,10 @@ void mt_cmd_pack_usage(FILE *out) {
         "                       column per label with 1, 0, -1 or blank (-1/blank: unknown)\n"
         "  --masks DIR          PNG masks with the images' basenames (class index per pixel)\n"
         "  --mask-classes LIST  names of the mask classes (default background,lung,heart)\n"
+        "  --mask-layout index|multilabel   index (default): DIR/<image>.png holds a class\n"
+        "                       index per pixel; multilabel: DIR/<class>/<image>.png per class\n"
+        "                       of --mask-classes (required then; no background class), nonzero\n"
+        "                       = inside, so classes may overlap\n"
         "  --size N             output images are N x N (default 512)\n"
         "  --dtype u8|u16       stored pixel type (default u8)\n"
         "  --square crop|pad    centre-crop or pad to square before resizing (default crop)\n"
@@ -114,6 +119,7 @@ static mt_status parse_options(int argc, char **argv, pack_opts *o) {
                                          {"labels", required_argument, 0, 'l'},
                                          {"masks", required_argument, 0, 'k'},
                                          {"mask-classes", required_argument, 0, 'c'},
+                                         {"mask-layout", required_argument, 0, 'L'},
                                          {"size", required_argument, 0, 's'},
                                          {"dtype", required_argument, 0, 't'},
                                          {"square", required_argument, 0, 'q'},
@@ -156,6 +162,16 @@ static mt_status parse_options(int argc, char **argv, pack_opts *o) {
             break;
         case 'c':
             snprintf(o->mask_classes, sizeof o->mask_classes, "%s", optarg);
+            o->mask_classes_given = true;
+            break;
+        case 'L':
+            if (!strcmp(optarg, "index"))
+                o->multilabel = false;
+            else if (!strcmp(optarg, "multilabel"))
+                o->multilabel = true;
+            else
+                return mt_cli_usage_error(mt_cmd_pack_usage,
+                                          "--mask-layout %s: expected index or multilabel", optarg);
             break;
         case 's':
             MT_TRY(parse_ints(optarg, &o->size, 1, "--size"));
@@ -231,6 +247,15 @@ static mt_status parse_options(int argc, char **argv, pack_opts *o) {
     if (!o->n_dicom && !o->n_manifest)
         return mt_cli_usage_error(mt_cmd_pack_usage,
                                   "pack: give at least one --dicom DIR or --manifest FILE");
+    if (o->multilabel && !o->masks)
+        return mt_cli_usage_error(mt_cmd_pack_usage,
+                                  "pack: --mask-layout multilabel needs --masks DIR");
+    /* The default classes are the index layout's (with a background): name them explicitly. */
+    if (o->multilabel && !o->mask_classes_given)
+        return mt_cli_usage_error(mt_cmd_pack_usage,
+                                  "pack: --mask-layout multilabel needs --mask-classes naming the "
+                                  "structures (the folders under --masks), e.g. "
+                                  "right_lung,left_lung,heart");
     return MT_OK;
 }
 
@@ -343,32 +368,56 @@ static const char *basename_of(const char *path) {
     return s ? s + 1 : path;
 }
 
-/* The mask for src (MASKS/<basename without extension>.png), squared and resized like the image. */
+/* One mask PNG (the image's size, rows x cols), squared and resized like the image into out
+ * (size x size, nearest). binary: a multi-label plane, nonzero -> 1; else class indices, each
+ * below the number of classes. */
+static mt_status fit_mask(job *j, const char *path, int rows, int cols, bool binary, uint8_t *out) {
+    uint8_t *m = NULL, *sq = NULL;
+    int h = 0, w = 0, side = 0;
+    MT_TRY(mt_png_read_u8(path, &m, &h, &w));
+    mt_status st = MT_OK;
+    if (h != rows || w != cols)
+        st = mt_fail(MT_ERR_FORMAT, "%s: mask is %dx%d, the image %dx%d", path, w, h, cols, rows);
+    for (size_t i = 0; st == MT_OK && i < (size_t)h * w; i++) {
+        if (binary)
+            m[i] = m[i] != 0;
+        else if (m[i] >= j->n_mask_classes)
+            st = mt_fail(MT_ERR_FORMAT, "%s: pixel class %d, but --mask-classes names %d classes",
+                         path, m[i], j->n_mask_classes);
+    }
+    if (st == MT_OK) st = mt_mask_square(m, h, w, j->o.square, &sq, &side);
+    if (st == MT_OK) st = mt_mask_resize(sq, side, side, j->o.size, j->o.size, out);
+    mt_free(m);
+    mt_free(sq);
+    return st;
+}
+
+/* The mask for src, squared and resized like the image: MASKS/<basename without extension>.png
+ * (class indices), or with --mask-layout multilabel one plane per class from
+ * MASKS/<class>/<basename>.png into out + c * size * size. *bad: the mask (not memory) failed. */
 static mt_status load_mask(job *j, const mt_source *src, int rows, int cols, uint8_t *out,
                            bool *bad) {
     char path[4096], base[1024];
     snprintf(base, sizeof base, "%s", basename_of(src->rel));
     char *dot = strrchr(base, '.');
     if (dot) *dot = '\0';
-    snprintf(path, sizeof path, "%s/%s.png", j->o.masks, base);
-    uint8_t *m = NULL, *sq = NULL;
-    int h = 0, w = 0, side = 0;
     *bad = true;
-    if (!mt_path_exists(path)) return mt_fail(MT_ERR_FORMAT, "%s: no mask %s", src->path, path);
-    MT_TRY(mt_png_read_u8(path, &m, &h, &w));
-    mt_status st = MT_OK;
-    if (h != rows || w != cols)
-        st = mt_fail(MT_ERR_FORMAT, "%s: mask is %dx%d, the image %dx%d", path, w, h, cols, rows);
-    for (size_t i = 0; st == MT_OK && i < (size_t)h * w; i++)
-        if (m[i] >= j->n_mask_classes)
-            st = mt_fail(MT_ERR_FORMAT, "%s: pixel class %d, but --mask-classes names %d classes",
-                         path, m[i], j->n_mask_classes);
-    if (st == MT_OK) st = mt_mask_square(m, h, w, j->o.square, &sq, &side);
-    if (st == MT_OK) st = mt_mask_resize(sq, side, side, j->o.size, j->o.size, out);
-    if (st == MT_OK) *bad = false;
-    mt_free(m);
-    mt_free(sq);
-    return st;
+    if (!j->o.multilabel) {
+        snprintf(path, sizeof path, "%s/%s.png", j->o.masks, base);
+        if (!mt_path_exists(path)) return mt_fail(MT_ERR_FORMAT, "%s: no mask %s", src->path, path);
+        MT_TRY(fit_mask(j, path, rows, cols, false, out));
+    } else {
+        size_t px = (size_t)j->o.size * j->o.size;
+        for (int c = 0; c < j->n_mask_classes; c++) {
+            snprintf(path, sizeof path, "%s/%s/%s.png", j->o.masks, j->mask_class_names[c], base);
+            if (!mt_path_exists(path))
+                return mt_fail(MT_ERR_FORMAT, "%s: no mask %s (class %s)", src->path, path,
+                               j->mask_class_names[c]);
+            MT_TRY(fit_mask(j, path, rows, cols, true, out + (size_t)c * px));
+        }
+    }
+    *bad = false;
+    return MT_OK;
 }
 
 /* Reads, processes and describes one source into w. Returns MT_OK with *skipped set when the file
@@ -482,13 +531,14 @@ static mt_status process(job *j, const mt_source *src, work *w, bool *skipped) {
 static mt_status run_rounds(job *j, mt_pack_writer *wr) {
     int rank = mt_comm_rank(j->comm), world = mt_comm_world(j->comm), B = j->o.round;
     size_t px = (size_t)j->o.size * j->o.size, pxb = px * (j->o.dtype == MT_U16 ? 2 : 1);
+    int planes = j->o.multilabel ? j->n_mask_classes : 1;
     work *w = mt_calloc((size_t)B, sizeof *w, "pack round");
     mt_pack_item *items = mt_calloc((size_t)B, sizeof *items, "pack items");
     mt_status st = w && items ? MT_OK : MT_ERR_NOMEM;
     for (int i = 0; st == MT_OK && i < B; i++) {
         w[i].pixels = mt_alloc(pxb, "packed image");
         w[i].labels = mt_alloc(sizeof(float) * (size_t)(j->n_labels ? j->n_labels : 1), "labels");
-        w[i].mask = j->o.masks ? mt_alloc(px, "packed mask") : NULL;
+        w[i].mask = j->o.masks ? mt_alloc(px * (size_t)planes, "packed mask") : NULL;
         if (!w[i].pixels || !w[i].labels || (j->o.masks && !w[i].mask)) st = MT_ERR_NOMEM;
     }
     st = mt_comm_agree(j->comm, st);
@@ -526,6 +576,24 @@ static mt_status run_rounds(job *j, mt_pack_writer *wr) {
 
 /* ---- the command ----------------------------------------------------------------------------- */
 
+/* Multi-label class names are folder names under --masks: one path component each, distinct. */
+static mt_status check_structure_names(const job *j) {
+    if (j->n_mask_classes < 1)
+        return mt_fail(MT_ERR_USAGE, "--mask-classes: name at least 1 structure");
+    for (int c = 0; c < j->n_mask_classes; c++) {
+        const char *nm = j->mask_class_names[c];
+        if (strchr(nm, '/') || !strcmp(nm, ".") || !strcmp(nm, ".."))
+            return mt_fail(MT_ERR_USAGE,
+                           "--mask-classes: '%s' is not a folder name (multi-label classes name "
+                           "the folders under --masks)",
+                           nm);
+        for (int k = 0; k < c; k++)
+            if (!strcmp(nm, j->mask_class_names[k]))
+                return mt_fail(MT_ERR_USAGE, "--mask-classes: '%s' is named twice", nm);
+    }
+    return MT_OK;
+}
+
 static mt_status load_inputs(job *j) {
     mt_status st = MT_OK;
     for (int i = 0; st == MT_OK && i < j->o.n_dicom; i++)
@@ -547,8 +615,9 @@ static mt_status load_inputs(job *j) {
                 return mt_fail(MT_ERR_USAGE, "--mask-classes: at most 64 classes");
             j->mask_class_names[j->n_mask_classes++] = t;
         }
-        if (j->n_mask_classes < 2)
+        if (!j->o.multilabel && j->n_mask_classes < 2)
             return mt_fail(MT_ERR_USAGE, "--mask-classes: name at least 2 classes");
+        if (j->o.multilabel) MT_TRY(check_structure_names(j));
     }
     return MT_OK;
 }
@@ -558,11 +627,18 @@ static void digest_text(const job *j, char *buf, size_t n) {
     char labels_digest[MT_SHA256_HEX] = "none";
     if (j->o.labels && mt_sha256_file(j->o.labels, labels_digest) != MT_OK)
         snprintf(labels_digest, sizeof labels_digest, "?");
-    snprintf(
-        buf, n, "size=%d dtype=%s square=%s window=%s pct=%g,%g split=%d,%d,%d labels=%s masks=%s",
-        j->o.size, mt_dtype_name(j->o.dtype), j->o.square == MT_SQUARE_CROP ? "crop" : "pad",
-        j->o.window.use_header ? "header" : "percentile", j->o.window.pct_lo, j->o.window.pct_hi,
-        j->o.split[0], j->o.split[1], j->o.split[2], labels_digest, j->o.masks ? "yes" : "no");
+    /* Index masks keep the text they always had, so old and new packs of the same input agree. */
+    char masks[600] = "no";
+    if (j->o.masks) snprintf(masks, sizeof masks, "%s", j->o.multilabel ? "multilabel:" : "yes");
+    for (int c = 0; j->o.masks && j->o.multilabel && c < j->n_mask_classes; c++) {
+        size_t len = strlen(masks);
+        snprintf(masks + len, sizeof masks - len, "%s%s", c ? "," : "", j->mask_class_names[c]);
+    }
+    snprintf(buf, n,
+             "size=%d dtype=%s square=%s window=%s pct=%g,%g split=%d,%d,%d labels=%s masks=%s",
+             j->o.size, mt_dtype_name(j->o.dtype), j->o.square == MT_SQUARE_CROP ? "crop" : "pad",
+             j->o.window.use_header ? "header" : "percentile", j->o.window.pct_lo,
+             j->o.window.pct_hi, j->o.split[0], j->o.split[1], j->o.split[2], labels_digest, masks);
 }
 
 /* A label row is used when any rank matched it: each rank looked up only its own files. */
@@ -617,14 +693,15 @@ mt_status mt_cmd_pack(mt_comm *comm, int argc, char **argv) {
     mt_pack_writer *wr = NULL;
     char creator[128];
     snprintf(creator, sizeof creator, "medtrain %s (commit %s)", MT_BUILD_VERSION, MT_BUILD_COMMIT);
-    mt_pack_spec spec = {j->o.size,
-                         j->o.size,
-                         j->o.dtype,
-                         j->n_labels,
-                         j->label_names,
-                         j->n_mask_classes,
-                         (const char *const *)j->mask_class_names,
-                         creator};
+    mt_pack_spec spec = {.h = j->o.size,
+                         .w = j->o.size,
+                         .dtype = j->o.dtype,
+                         .n_labels = j->n_labels,
+                         .label_names = j->label_names,
+                         .n_mask_classes = j->n_mask_classes,
+                         .mask_classes = (const char *const *)j->mask_class_names,
+                         .creator = creator,
+                         .mask_multilabel = j->o.multilabel};
     if (st == MT_OK) st = mt_pack_writer_create(comm, j->o.out, &spec, &wr);
     if (st == MT_OK) {
         MT_INFO("packing %lld files on %d rank%s into %s (%dx%d %s)", (long long)j->src.n,

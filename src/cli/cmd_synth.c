@@ -12,7 +12,8 @@
 
 void mt_cmd_synth_usage(FILE *out) {
     fprintf(out,
-            "usage: medtrain synth --out DIR [--n N] [--size H,W] [--seed S] [--threads T]\n\n"
+            "usage: medtrain synth --out DIR [--n N] [--size H,W] [--seed S] [--threads T]\n"
+            "                      [--multilabel-masks]\n\n"
             "Writes a synthetic chest radiograph cohort: DIR/dicom/pat_*/study_*/img_*.dcm\n"
             "(patients with one or more studies; 8/12/16-bit, MONOCHROME1/2, every transfer\n"
             "syntax, fake PHI containing \"%s\" in every header), DIR/masks/img_*.png (0\n"
@@ -27,9 +28,13 @@ void mt_cmd_synth_usage(FILE *out) {
             "  --syntax NAME  write every file in one transfer syntax (implicit-le, explicit-le,\n"
             "                 deflate, rle, jpeg-baseline, jpeg-lossless, jpeg-ls, jpeg2000);\n"
             "                 default: all of them in turn\n"
-            "  --bits B       bits stored of every file: 8, 12 or 16 (default: varying)\n",
+            "  --bits B       bits stored of every file: 8, 12 or 16 (default: varying)\n"
+            "  --multilabel-masks  also write DIR/masks_ml/{%s,%s,%s}/img_*.png:\n"
+            "                 one binary mask per structure (0 outside, 255 inside); the heart\n"
+            "                 overlaps the lungs (medtrain pack --mask-layout multilabel)\n",
             MT_SYNTH_PHI_MARK, mt_synth_findings[0], mt_synth_findings[1], mt_synth_findings[2],
-            mt_synth_findings[3], mt_synth_findings[4], mt_synth_findings[5]);
+            mt_synth_findings[3], mt_synth_findings[4], mt_synth_findings[5],
+            mt_synth_structures[0], mt_synth_structures[1], mt_synth_structures[2]);
 }
 
 static bool parse_int(const char *s, long long lo, long long hi, long long *out) {
@@ -58,11 +63,15 @@ mt_status mt_cmd_synth(mt_comm *comm, int argc, char **argv) {
     (void)comm;
     if (mt_cli_wants_help(argc, argv, mt_cmd_synth_usage)) return MT_OK;
     mt_synth_opts o = {.n = 200, .seed = 1};
-    static const struct option opts[] = {
-        {"out", required_argument, 0, 'o'},     {"n", required_argument, 0, 'n'},
-        {"size", required_argument, 0, 's'},    {"seed", required_argument, 0, 'S'},
-        {"threads", required_argument, 0, 't'}, {"syntax", required_argument, 0, 'x'},
-        {"bits", required_argument, 0, 'b'},    {0, 0, 0, 0}};
+    static const struct option opts[] = {{"out", required_argument, 0, 'o'},
+                                         {"n", required_argument, 0, 'n'},
+                                         {"size", required_argument, 0, 's'},
+                                         {"seed", required_argument, 0, 'S'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"syntax", required_argument, 0, 'x'},
+                                         {"bits", required_argument, 0, 'b'},
+                                         {"multilabel-masks", no_argument, 0, 'M'},
+                                         {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
     int c;
@@ -111,6 +120,9 @@ mt_status mt_cmd_synth(mt_comm *comm, int argc, char **argv) {
                                           optarg);
             o.bits = (int)v;
             break;
+        case 'M':
+            o.multilabel_masks = true;
+            break;
         default:
             return mt_cli_usage_error(mt_cmd_synth_usage, "synth: unknown option '%s'",
                                       argv[optind - 1]);
@@ -141,7 +153,8 @@ mt_status mt_cmd_synth(mt_comm *comm, int argc, char **argv) {
     for (int f = 0; f < MT_SYNTH_N_FINDINGS; f++)
         printf(" %s %lld%s", mt_synth_findings[f], (long long)s.positives[f],
                f + 1 < MT_SYNTH_N_FINDINGS ? "," : "\n");
-    printf("  wrote:     %s/dicom/, %s/masks/, %s/labels.csv\n", o.out, o.out, o.out);
+    printf("  wrote:     %s/dicom/, %s/masks/, %s%s%s/labels.csv\n", o.out, o.out,
+           o.multilabel_masks ? o.out : "", o.multilabel_masks ? "/masks_ml/, " : "", o.out);
     fflush(stdout);
     return MT_OK;
 }

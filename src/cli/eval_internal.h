@@ -33,7 +33,8 @@ typedef struct eval_model {
     float mean, std;
     char **labels;      /* n_outputs names, or NULL (checkpoints: the pack's); segment: class names
                            (n_classes of them) */
-    int n_classes;      /* segment: mask classes, background included */
+    int n_classes;      /* segment: mask classes, background included (a multi-label pack's
+                           structures: no background) */
     bool sigmoid;       /* segment: sigmoid head */
     mt_model_opts unet; /* segment: depth, channels, norm, bilinear */
 } eval_model;

@@ -30,9 +30,10 @@
  * ANTIALIAS_FOOTPRINT source pixels per output pixel, the whole source is first resized with
  * mt_image_resize (antialiased) to about the crop's output scale, so that bilinear sampling does
  * not alias. Masks use the same map on the full-resolution mask with nearest-neighbour sampling
- * (0, background, outside). Then brightness (x*b), contrast (blend with the image mean) and gamma
- * (x^g), each clamped to [0,1]. Without augmentation the image is resized whole to size x size
- * (mt_image_resize, antialiased; masks with mt_mask_resize). */
+ * (0, background, outside); a multi-label mask's planes each the same way. Then brightness (x*b),
+ * contrast (blend with the image mean) and gamma (x^g), each clamped to [0,1]. Without augmentation
+ * the image is resized whole to size x size (mt_image_resize, antialiased; masks with
+ * mt_mask_resize). */
 #include "medtrain/loader.h"
 
 #include <math.h>
@@ -76,10 +77,11 @@ struct mt_loader {
     int threads;              /* threads augmenting a batch: the reader and threads-1 helpers */
     int group;                /* images read before waiting for their augmentation */
     size_t pix_bytes;         /* bytes of one pack image */
+    int planes;               /* mask planes delivered: 0, 1 (class index) or C (multi-label) */
 
     /* Reader-thread state. */
     int64_t *perm, perm_epoch; /* [n] the permutation of perm_epoch (-1: none yet) */
-    uint8_t *raw, *raw_masks;  /* [group, h*w] pack images and masks being processed */
+    uint8_t *raw, *raw_masks;  /* [group, h*w] pack images, [group, planes*h*w] masks */
     float *scratch;            /* [threads, h*w] an image in [0,1], per thread */
     int64_t next_epoch, next_step;
     int err_k; /* the batch's first failed image (batch: none) */
@@ -304,32 +306,34 @@ static void to_unit(const void *raw, mt_dtype dtype, size_t n, float *out) {
     }
 }
 
-/* Without augmentation: the whole image resized to size x size (antialiased), the mask by
- * nearest neighbour. src is float scratch of h*w. */
+/* Without augmentation: the whole image resized to size x size (antialiased), each of the
+ * mask's `planes` planes by nearest neighbour. src is float scratch of h*w. */
 static mt_status plain_image(const mt_loader_opts *o, const mt_pack_info *in, const void *raw,
-                             const uint8_t *raw_mask, float *src, float *out, uint8_t *out_mask) {
+                             const uint8_t *raw_mask, int planes, float *src, float *out,
+                             uint8_t *out_mask) {
     int h = in->h, w = in->w, s = o->size;
-    size_t npix = (size_t)s * s;
+    size_t npix = (size_t)s * s, src_pix = (size_t)h * w;
     if (h == s && w == s) {
         to_unit(raw, in->dtype, npix, out);
-        if (raw_mask) memcpy(out_mask, raw_mask, npix);
+        if (raw_mask) memcpy(out_mask, raw_mask, npix * (size_t)planes);
     } else {
         mt_image whole = {.data = src, .h = h, .w = w}, small = {0};
         to_unit(raw, in->dtype, (size_t)h * w, src);
         MT_TRY(mt_image_resize(&whole, s, s, &small));
         memcpy(out, small.data, npix * sizeof *out);
         mt_image_free(&small);
-        if (raw_mask) MT_TRY(mt_mask_resize(raw_mask, h, w, s, s, out_mask));
+        for (int c = 0; raw_mask && c < planes; c++)
+            MT_TRY(mt_mask_resize(raw_mask + c * src_pix, h, w, s, s, out_mask + c * npix));
     }
     normalise(o, out, npix);
     return MT_OK;
 }
 
 /* With augmentation: one affine warp (after an antialiasing shrink when the crop is much larger
- * than the output), the mask along the same map, then photometry and normalisation. */
+ * than the output), every mask plane along the same map, then photometry and normalisation. */
 static mt_status augmented_image(const mt_loader_opts *o, const mt_pack_info *in, int64_t epoch,
                                  int64_t index, const void *raw, const uint8_t *raw_mask,
-                                 float *src, float *out, uint8_t *out_mask) {
+                                 int planes, float *src, float *out, uint8_t *out_mask) {
     int h = in->h, w = in->w, s = o->size;
     aug_draw d = draw_augmentation(&o->aug, o->seed, epoch, index, h, w, s);
     affine m = d.map;
@@ -347,7 +351,8 @@ static mt_status augmented_image(const mt_loader_opts *o, const mt_pack_info *in
     }
     warp_bilinear(from->data, from->h, from->w, &m, s, out);
     mt_image_free(&small);
-    if (raw_mask) warp_nearest(raw_mask, h, w, &d.map, s, out_mask);
+    for (int c = 0; raw_mask && c < planes; c++)
+        warp_nearest(raw_mask + (size_t)c * h * w, h, w, &d.map, s, out_mask + (size_t)c * s * s);
     photometric_and_normalise(o, &d, out, (size_t)s * s);
     return MT_OK;
 }
@@ -355,8 +360,10 @@ static mt_status augmented_image(const mt_loader_opts *o, const mt_pack_info *in
 /* One image (and mask) from raw pack pixels into the batch. Runs on any thread: no HDF5 here. */
 static mt_status process_image(const mt_loader *l, int64_t epoch, int64_t index, const void *raw,
                                const uint8_t *raw_mask, float *src, float *out, uint8_t *out_mask) {
-    if (!l->o.aug.enabled) return plain_image(&l->o, l->info, raw, raw_mask, src, out, out_mask);
-    return augmented_image(&l->o, l->info, epoch, index, raw, raw_mask, src, out, out_mask);
+    if (!l->o.aug.enabled)
+        return plain_image(&l->o, l->info, raw, raw_mask, l->planes, src, out, out_mask);
+    return augmented_image(&l->o, l->info, epoch, index, raw, raw_mask, l->planes, src, out,
+                           out_mask);
 }
 
 /* ---- the reader thread ------------------------------------------------------------------ */
@@ -403,11 +410,12 @@ static void work_one(mt_loader *l, int tid) {
     mt_batch *b = l->job_b;
     int64_t epoch = l->job_epoch;
     size_t npix = (size_t)l->o.size * l->o.size, src_pix = (size_t)l->info->h * l->info->w;
+    size_t mpix = npix * (size_t)l->planes, src_mpix = src_pix * (size_t)l->planes;
     pthread_mutex_unlock(&l->pool_mu);
     mt_status st = process_image(l, epoch, b->indices[k], l->raw + (size_t)slot * l->pix_bytes,
-                                 l->o.masks ? l->raw_masks + (size_t)slot * src_pix : NULL,
+                                 l->o.masks ? l->raw_masks + (size_t)slot * src_mpix : NULL,
                                  l->scratch + (size_t)tid * src_pix, b->images + (size_t)k * npix,
-                                 l->o.masks ? b->masks + (size_t)k * npix : NULL);
+                                 l->o.masks ? b->masks + (size_t)k * mpix : NULL);
     pthread_mutex_lock(&l->pool_mu);
     if (st != MT_OK) note_error(l, k, st);
     if (++l->job_done == l->job_read) pthread_cond_signal(&l->pool_done);
@@ -432,7 +440,7 @@ static void *helper_main(void *arg) {
  * thread) and hands each to the helpers as soon as it is read; then it helps with what is left
  * and waits until the whole group is processed, since the group's raw buffers are reused next. */
 static void fill_group(mt_loader *l, mt_batch *b, int64_t epoch, int g0, int g1) {
-    size_t src_pix = (size_t)l->info->h * l->info->w;
+    size_t src_mpix = (size_t)l->info->h * l->info->w * (size_t)l->planes;
     pthread_mutex_lock(&l->pool_mu);
     l->job_b = b, l->job_epoch = epoch, l->job_g0 = g0;
     l->job_read = l->job_claimed = l->job_done = 0;
@@ -442,7 +450,7 @@ static void fill_group(mt_loader *l, mt_batch *b, int64_t epoch, int g0, int g1)
         mt_status st = atomic_load(&l->stop)
                            ? mt_fail(MT_ERR_INTERNAL, "loader stopped")
                            : read_one(l, b->indices[k], l->raw + (size_t)slot * l->pix_bytes,
-                                      l->o.masks ? l->raw_masks + (size_t)slot * src_pix : NULL);
+                                      l->o.masks ? l->raw_masks + (size_t)slot * src_mpix : NULL);
         pthread_mutex_lock(&l->pool_mu);
         if (st != MT_OK) {
             note_error(l, k, st);
@@ -608,7 +616,7 @@ static mt_status alloc_ring(mt_loader *l) {
     size_t L = (size_t)l->info->n_labels;
 #define ALIGN64(x) (((x) + 63) / 64 * 64)
     size_t off_masks = ALIGN64(B * npix * sizeof(float));
-    size_t off_labels = off_masks + (l->o.masks ? ALIGN64(B * npix) : 0);
+    size_t off_labels = off_masks + ALIGN64(B * npix * (size_t)l->planes);
     size_t off_weights = off_labels + ALIGN64(B * L * sizeof(float));
     size_t off_indices = off_weights + ALIGN64(B * sizeof(float));
     size_t per = off_indices + ALIGN64(B * sizeof(int64_t));
@@ -634,7 +642,8 @@ static mt_status alloc_reader(mt_loader *l) {
     l->perm = mt_alloc((size_t)l->n * sizeof *l->perm, "loader permutation");
     l->raw = mt_alloc((size_t)l->group * l->pix_bytes, "loader raw images");
     l->scratch = mt_alloc((size_t)l->threads * src_pix * sizeof(float), "loader image scratch");
-    if (l->o.masks) l->raw_masks = mt_alloc((size_t)l->group * src_pix, "loader raw masks");
+    if (l->o.masks)
+        l->raw_masks = mt_alloc((size_t)l->group * src_pix * (size_t)l->planes, "loader raw masks");
     if (!l->perm || !l->raw || !l->scratch || (l->o.masks && !l->raw_masks)) return MT_ERR_NOMEM;
     l->perm_epoch = -1;
     return MT_OK;
@@ -654,6 +663,7 @@ static mt_status open_pack(mt_loader *l) {
                        "loader: %s: masks were asked for, but the pack has no /masks (it was "
                        "packed without masks)",
                        l->path);
+    l->planes = l->o.masks ? mt_pack_mask_planes(l->info) : 0;
     int64_t n;
     const int64_t *split = mt_pack_split(l->pack, l->o.split, &n);
     l->n = n;

@@ -72,11 +72,21 @@ static hid_t string_type(size_t n) {
     return t;
 }
 
-/* Row shape (dims after the first) and element type of dataset d. */
+/* Most dims of a dataset: [N,C,H,W] multi-label masks. */
+enum { MAX_DIMS = 4 };
+
+/* Row shape (dims after the first, at most MAX_DIMS - 1) and element type of dataset d. */
 static int row_dims(int d, const mt_pack_info *in, hsize_t *dims) {
     switch (d) {
-    case D_IMAGES:
     case D_MASKS:
+        if (in->mask_multilabel) {
+            dims[0] = (hsize_t)in->n_mask_classes, dims[1] = (hsize_t)in->h;
+            dims[2] = (hsize_t)in->w;
+            return 3;
+        }
+        dims[0] = (hsize_t)in->h, dims[1] = (hsize_t)in->w;
+        return 2;
+    case D_IMAGES:
         dims[0] = (hsize_t)in->h, dims[1] = (hsize_t)in->w;
         return 2;
     case D_LABELS:
@@ -115,12 +125,18 @@ static void close_type(hid_t t) {
 }
 
 static size_t row_bytes(int d, const mt_pack_info *in) {
-    hsize_t dims[2] = {1, 1};
+    hsize_t dims[MAX_DIMS - 1];
     int nd = row_dims(d, in, dims);
     hid_t t = mem_type(d, in->dtype);
-    size_t n = H5Tget_size(t) * (nd >= 1 ? dims[0] : 1) * (nd >= 2 ? dims[1] : 1);
+    size_t n = H5Tget_size(t);
+    for (int i = 0; i < nd; i++) n *= (size_t)dims[i];
     close_type(t);
     return n;
+}
+
+int mt_pack_mask_planes(const mt_pack_info *in) {
+    if (in->n_mask_classes == 0) return 0;
+    return in->mask_multilabel ? in->n_mask_classes : 1;
 }
 
 /* ---- writing ----------------------------------------------------------------------------- */
@@ -138,7 +154,7 @@ static mt_status create_dataset(mt_pack_writer *w, int d) {
         w->dset[d] = -1;
         return MT_OK;
     }
-    hsize_t dims[3] = {0}, maxdims[3] = {H5S_UNLIMITED}, chunk[3] = {1};
+    hsize_t dims[MAX_DIMS] = {0}, maxdims[MAX_DIMS] = {H5S_UNLIMITED}, chunk[MAX_DIMS] = {1};
     int nd = 1 + row_dims(d, &w->info, dims + 1);
     for (int i = 1; i < nd; i++) maxdims[i] = chunk[i] = dims[i];
     /* A pack without labels still has /labels, [N,0]; HDF5 chunks cannot be 0 wide. */
@@ -175,6 +191,8 @@ mt_status mt_pack_writer_create(mt_comm *comm, const char *path, const mt_pack_s
     if (spec->h <= 0 || spec->w <= 0 || spec->n_labels < 0 || spec->n_mask_classes < 0)
         return mt_fail(MT_ERR_ARG, "%s: bad pack shape %dx%d, %d labels", path, spec->h, spec->w,
                        spec->n_labels);
+    if (spec->mask_multilabel && spec->n_mask_classes < 1)
+        return mt_fail(MT_ERR_ARG, "%s: multi-label masks need at least one class", path);
     mt_pack_writer *w = mt_calloc(1, sizeof *w, "pack writer");
     if (!w) return MT_ERR_NOMEM;
     w->comm = comm;
@@ -183,6 +201,7 @@ mt_status mt_pack_writer_create(mt_comm *comm, const char *path, const mt_pack_s
     snprintf(w->tmp, sizeof w->tmp, "%s.tmp", path);
     w->info.h = spec->h, w->info.w = spec->w, w->info.dtype = spec->dtype;
     w->info.n_labels = spec->n_labels, w->info.n_mask_classes = spec->n_mask_classes;
+    w->info.mask_multilabel = spec->mask_multilabel;
     for (int d = 0; d < D_COUNT; d++) w->dset[d] = -1;
     mt_h5_quiet();
 
@@ -212,7 +231,7 @@ mt_status mt_pack_writer_create(mt_comm *comm, const char *path, const mt_pack_s
  * that has just been extended to total rows. Collective: ranks with n == 0 select nothing. */
 static mt_status write_rows(mt_pack_writer *w, int d, hsize_t total, hsize_t start, hsize_t n,
                             const void *buf) {
-    hsize_t dims[3] = {total}, off[3] = {start}, count[3] = {n};
+    hsize_t dims[MAX_DIMS] = {total}, off[MAX_DIMS] = {start}, count[MAX_DIMS] = {n};
     int nd = 1 + row_dims(d, &w->info, dims + 1);
     for (int i = 1; i < nd; i++) count[i] = dims[i];
     if (H5Dset_extent(w->dset[d], dims) < 0) return mt_h5_fail(w->tmp, "extend a dataset");
@@ -576,9 +595,9 @@ static mt_status open_dataset(mt_pack *p, int d) {
         return mt_fail(MT_ERR_FORMAT, "%s: dataset %s is missing", p->path, dset_names[d]);
     }
     hid_t space = H5Dget_space(p->dset[d]);
-    hsize_t dims[4] = {0}, want[3] = {0};
+    hsize_t dims[MAX_DIMS] = {0}, want[MAX_DIMS - 1] = {0};
     int nd = H5Sget_simple_extent_ndims(space);
-    if (nd >= 1 && nd <= 3) H5Sget_simple_extent_dims(space, dims, NULL);
+    if (nd >= 1 && nd <= MAX_DIMS) H5Sget_simple_extent_dims(space, dims, NULL);
     H5Sclose(space);
     int want_nd = 1 + row_dims(d, &p->info, want);
     if (d == D_IMAGES) {
@@ -595,6 +614,33 @@ static mt_status open_dataset(mt_pack *p, int d) {
                        "dims (one per image of /images)",
                        p->path, dset_names[d], (unsigned long long)dims[0], nd,
                        (long long)p->info.n, want_nd);
+    return MT_OK;
+}
+
+/* The class count and layout of /masks: [N,H,W] class indices, or [N,C,H,W] multi-label, with
+ * C names in `classes` (open_dataset then checks the shape against them). */
+static mt_status mask_layout(mt_pack *p) {
+    hid_t m = H5Dopen2(p->file, "/masks", H5P_DEFAULT);
+    if (m < 0) return mt_h5_fail(p->path, "open /masks");
+    int n_classes = 0;
+    if (H5Aexists(m, "classes") > 0) {
+        hid_t ca = H5Aopen(m, "classes", H5P_DEFAULT);
+        hid_t cs = H5Aget_space(ca);
+        n_classes = (int)H5Sget_simple_extent_npoints(cs);
+        H5Sclose(cs);
+        H5Aclose(ca);
+    }
+    hid_t space = H5Dget_space(m);
+    int nd = H5Sget_simple_extent_ndims(space);
+    H5Sclose(space);
+    H5Dclose(m);
+    if (nd != 3 && nd != 4)
+        return mt_fail(MT_ERR_FORMAT,
+                       "%s: /masks has %d dims, expected 3 (N,H,W class indices) or 4 (N,C,H,W "
+                       "multi-label)",
+                       p->path, nd);
+    p->info.mask_multilabel = nd == 4;
+    p->info.n_mask_classes = n_classes > 0 ? n_classes : 1;
     return MT_OK;
 }
 
@@ -653,19 +699,7 @@ static mt_status open_checked(mt_pack *p) {
     H5Dclose(lab);
     p->info.n_labels = (int)ldims[1];
     p->info.n_mask_classes = 0;
-    if (H5Lexists(p->file, "/masks", H5P_DEFAULT) > 0) {
-        hid_t m = H5Dopen2(p->file, "/masks", H5P_DEFAULT);
-        int n_classes = 0;
-        if (m >= 0 && H5Aexists(m, "classes") > 0) {
-            hid_t ca = H5Aopen(m, "classes", H5P_DEFAULT);
-            hid_t cs = H5Aget_space(ca);
-            n_classes = (int)H5Sget_simple_extent_npoints(cs);
-            H5Sclose(cs);
-            H5Aclose(ca);
-        }
-        if (m >= 0) H5Dclose(m);
-        p->info.n_mask_classes = n_classes > 0 ? n_classes : 1;
-    }
+    if (H5Lexists(p->file, "/masks", H5P_DEFAULT) > 0) MT_TRY(mask_layout(p));
     for (int d = 0; d < D_COUNT; d++) {
         if (d == D_IMAGES || (d == D_MASKS && p->info.n_mask_classes == 0)) continue;
         MT_TRY(open_dataset(p, d));
@@ -783,7 +817,7 @@ static mt_status read_row_locked(mt_pack *p, int d, int64_t i, void *out) {
     if (i < 0 || i >= p->info.n)
         return mt_fail(MT_ERR_ARG, "%s: image %lld is out of range (the pack has %lld)", p->path,
                        (long long)i, (long long)p->info.n);
-    hsize_t off[3] = {(hsize_t)i}, count[3] = {1};
+    hsize_t off[MAX_DIMS] = {(hsize_t)i}, count[MAX_DIMS] = {1};
     int nd = 1 + row_dims(d, &p->info, count + 1);
     hid_t fspace = H5Dget_space(p->dset[d]);
     H5Sselect_hyperslab(fspace, H5S_SELECT_SET, off, NULL, count, NULL);

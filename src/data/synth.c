@@ -34,6 +34,8 @@
 const char *const mt_synth_findings[MT_SYNTH_N_FINDINGS] = {
     "Effusion", "Pneumothorax", "Cardiomegaly", "Consolidation", "Edema", "Nodule"};
 
+const char *const mt_synth_structures[MT_SYNTH_N_STRUCTURES] = {"right_lung", "left_lung", "heart"};
+
 enum { F_EFFUSION, F_PNEUMOTHORAX, F_CARDIOMEGALY, F_CONSOLIDATION, F_EDEMA, F_NODULE };
 
 /* Philox stream names: what the numbers are for. */
@@ -591,9 +593,10 @@ static float body_at(const film *fm, float X, float Y, float *torso) {
     return D;
 }
 
-/* Density at a pixel, and the mask class there. */
+/* Density at a pixel, the mask class there (cls) and the structures it lies in (parts: bit s for
+ * mt_synth_structures[s]; lung k is the patient's right lung for k = 0, the image's left). */
 static float density_at(const film *fm, float X, float Y, const float *vessel, const float *bronch,
-                        uint8_t *cls) {
+                        uint8_t *cls, uint8_t *parts) {
     const uint8_t *f = fm->f;
     float e = fm->edge, torso;
     float D = 0.03f + body_at(fm, X, Y, &torso);
@@ -625,7 +628,7 @@ static float density_at(const film *fm, float X, float Y, const float *vessel, c
     }
 
     /* lungs: air takes density away, scaled by how much lung the ray crosses */
-    float lung_any = 0, ptx_rim = 0, fluid_any = 0;
+    float lung_any = 0, ptx_rim = 0, fluid_any = 0, lung_m[2] = {0, 0};
     for (int k = 0; k < 2; k++) {
         const lung_geom *g = &fm->lung[k];
         if (g->side * X < 0.0f || Y < g->cy - g->bt - 0.03f || Y > g->cy + g->bb + 0.03f) continue;
@@ -659,6 +662,7 @@ static float density_at(const film *fm, float X, float Y, const float *vessel, c
         }
         D -= 0.42f * air;
         lung_any = fmaxf(lung_any, L.m);
+        lung_m[k] = L.m;
     }
     if (lung_any > 0) {
         float keep = lung_any * (1 - ptx_rim) * (1 - fluid_any);
@@ -713,12 +717,23 @@ static float density_at(const film *fm, float X, float Y, const float *vessel, c
                : lung_any > 0.5f ? MT_SYNTH_LUNG
                                  : MT_SYNTH_BACKGROUND;
     }
+    if (parts) {
+        *parts = (uint8_t)((lung_m[0] > 0.5f) << MT_SYNTH_RIGHT_LUNG |
+                           (lung_m[1] > 0.5f) << MT_SYNTH_LEFT_LUNG |
+                           (heart > 0.5f) << MT_SYNTH_HEART_ML);
+    }
     return D;
 }
 
 mt_status mt_synth_render(uint64_t seed, int64_t index, int h, int w,
                           const uint8_t findings[MT_SYNTH_N_FINDINGS], mt_image *img,
                           uint8_t *mask) {
+    return mt_synth_render_structures(seed, index, h, w, findings, img, mask, NULL);
+}
+
+mt_status mt_synth_render_structures(uint64_t seed, int64_t index, int h, int w,
+                                     const uint8_t findings[MT_SYNTH_N_FINDINGS], mt_image *img,
+                                     uint8_t *mask, uint8_t *structures) {
     if (h < 16 || w < 16 || h > 16384 || w > 16384)
         return mt_fail(MT_ERR_ARG, "synth render: size %dx%d: expected 16..16384 on each side", h,
                        w);
@@ -754,8 +769,11 @@ mt_status mt_synth_render(uint64_t seed, int64_t index, int h, int w,
             size_t i = (size_t)y * (size_t)w + (size_t)x;
             float X, Y;
             to_chest(&fm, (float)x + 0.5f, (float)y + 0.5f, &X, &Y);
+            uint8_t parts = 0;
             float D = density_at(&fm, X, Y, &vessel[i], bronch ? &bronch[i] : NULL,
-                                 mask ? &mask[i] : NULL);
+                                 mask ? &mask[i] : NULL, structures ? &parts : NULL);
+            for (int s = 0; structures && s < MT_SYNTH_N_STRUCTURES; s++)
+                structures[(size_t)s * n + i] = parts >> s & 1;
             for (int k = 0; k < 3; k++)
                 D += fm.wave[k][3] * cosf(fm.wave[k][0] * X + fm.wave[k][1] * Y + fm.wave[k][2]);
             float v = (1 - expf(-fm.mu * fmaxf(D, 0.0f)) - fm.lo) * inv_range;
@@ -1031,13 +1049,27 @@ static mt_status write_item(const mt_synth_opts *o, const synth_item *it) {
     size_t n = (size_t)it->h * (size_t)it->w;
     mt_image img = {0};
     uint8_t *mask = mt_alloc(n, "synth mask");
-    if (!mask) return MT_ERR_NOMEM;
-    mt_status st = mt_synth_render(o->seed, it->index, it->h, it->w, it->findings, &img, mask);
+    uint8_t *parts =
+        o->multilabel_masks ? mt_alloc(n * MT_SYNTH_N_STRUCTURES, "synth parts") : NULL;
+    if (!mask || (o->multilabel_masks && !parts)) {
+        mt_free(mask), mt_free(parts);
+        return MT_ERR_NOMEM;
+    }
+    mt_status st = mt_synth_render_structures(o->seed, it->index, it->h, it->w, it->findings, &img,
+                                              mask, parts);
     if (st == MT_OK) {
         snprintf(path, sizeof path, "%s/masks/img_%06lld.png", o->out, (long long)it->index);
         st = mt_png_write_gray(path, mask, it->h, it->w, 8);
     }
+    for (int s = 0; st == MT_OK && parts && s < MT_SYNTH_N_STRUCTURES; s++) {
+        uint8_t *plane = parts + (size_t)s * n;
+        for (size_t i = 0; i < n; i++) plane[i] = plane[i] ? 255 : 0; /* viewable: white inside */
+        snprintf(path, sizeof path, "%s/masks_ml/%s/img_%06lld.png", o->out, mt_synth_structures[s],
+                 (long long)it->index);
+        st = mt_png_write_gray(path, plane, it->h, it->w, 8);
+    }
     mt_free(mask);
+    mt_free(parts);
     if (st != MT_OK) {
         mt_image_free(&img);
         return st;
@@ -1139,6 +1171,10 @@ mt_status mt_synth_cohort(const mt_synth_opts *opts, mt_synth_summary *summary) 
     MT_TRY(mt_mkdir_p(path));
     snprintf(path, sizeof path, "%s/masks", opts->out);
     MT_TRY(mt_mkdir_p(path));
+    for (int s = 0; opts->multilabel_masks && s < MT_SYNTH_N_STRUCTURES; s++) {
+        snprintf(path, sizeof path, "%s/masks_ml/%s", opts->out, mt_synth_structures[s]);
+        MT_TRY(mt_mkdir_p(path));
+    }
 
     synth_item *items;
     int64_t n_patients, n_studies;

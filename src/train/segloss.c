@@ -1,7 +1,7 @@
 /* Segmentation losses (segloss.h), on the ops of ops.h.
  *
  * Per image n and Dice channel c, with p the probabilities (softmax over classes, or sigmoid per
- * class) and g the one-hot mask:
+ * class) and g the one-hot mask (multi-label masks: their 0/1 planes, transposed to NHWC):
  *   dice(n,c) = 1 - (2 I + smooth_nr) / (D + smooth_dr),  I = sum p g,  D = sum p + sum g
  *               (squared: sum p^2 + sum g^2)
  *   CE_n      = mean over the image's pixels of -log softmax (softmax head), or mean over pixels
@@ -29,6 +29,7 @@ struct mt_seg_loss {
 };
 
 int mt_seg_loss_outputs(const mt_seg_loss_opts *o) {
+    if (o->multilabel) return o->n_classes;
     return o->sigmoid ? o->n_classes - 1 : o->n_classes;
 }
 
@@ -41,7 +42,14 @@ static void free_buffers(mt_seg_loss *l) {
 }
 
 mt_status mt_seg_loss_create(const mt_seg_loss_opts *o, mt_seg_loss **out) {
-    if (o->n_classes < 2 || o->n_classes > 256)
+    if (o->multilabel && (o->n_classes < 1 || o->n_classes > 256))
+        return mt_fail(MT_ERR_ARG, "segmentation loss: %d multi-label classes (expected 1..256)",
+                       o->n_classes);
+    if (o->multilabel && !o->sigmoid)
+        return mt_fail(MT_ERR_ARG,
+                       "segmentation loss: multi-label masks need a sigmoid head (classes "
+                       "overlap; a softmax picks one class per pixel)");
+    if (!o->multilabel && (o->n_classes < 2 || o->n_classes > 256))
         return mt_fail(MT_ERR_ARG, "segmentation loss: %d classes (expected 2..256)", o->n_classes);
     if (!(o->lambda_dice >= 0) || !(o->lambda_ce >= 0) || o->lambda_dice + o->lambda_ce <= 0)
         return mt_fail(MT_ERR_ARG, "segmentation loss: lambda_dice %g, lambda_ce %g",
@@ -84,10 +92,41 @@ static mt_status ensure(mt_seg_loss *l, int n, int size) {
     return MT_OK;
 }
 
+/* g (n,P,K) from multi-label planes (n,K,P) of 0/1 (zero on padding). */
+static mt_status planes_to_g(mt_seg_loss *l, const uint8_t *masks, const float *weights, int n,
+                             size_t P, const char *source, const int64_t *indices) {
+    int K = l->k;
+    for (int i = 0; i < n; i++) {
+        bool real = weights[i] > 0;
+        float *g = l->g + (size_t)i * P * K;
+        for (int c = 0; c < K; c++) {
+            const uint8_t *m = masks + ((size_t)i * K + c) * P;
+            for (size_t p = 0; p < P; p++) {
+                if (real && m[p] > 1)
+                    return mt_fail(MT_ERR_FORMAT,
+                                   "%s: image %lld: multi-label mask value %d in class %d, "
+                                   "expected 0 or 1",
+                                   source, (long long)(indices ? indices[i] : i), m[p], c);
+                g[p * K + c] = real ? (float)m[p] : 0.0f;
+            }
+        }
+    }
+    return MT_OK;
+}
+
 /* One-hot g (n,P,k), CE class targets (CE_IGNORE on padding) or BCE targets (NaN on padding). */
 static mt_status targets(mt_seg_loss *l, const uint8_t *masks, const float *weights, int n,
                          size_t P, const char *source, const int64_t *indices) {
     int K = l->k;
+    if (l->o.multilabel) {
+        MT_TRY(planes_to_g(l, masks, weights, n, P, source, indices));
+        for (int i = 0; i < n; i++)
+            for (size_t j = 0; j < P * K; j++) {
+                size_t e = (size_t)i * P * K + j;
+                l->bce_t[e] = weights[i] > 0 ? l->g[e] : NAN;
+            }
+        return MT_OK;
+    }
     memset(l->g, 0, (size_t)n * P * K * sizeof(float));
     for (int i = 0; i < n; i++) {
         bool real = weights[i] > 0;

@@ -1,19 +1,23 @@
 /* task: segment — a U-Net over the pack's masks with soft Dice, cross-entropy or both.
  *
- * Masks come from the pack as class indices (class 0 background). Two heads:
+ * Masks come from the pack as class indices (class 0 background), or as multi-label planes
+ * (one 0/1 plane per structure, structures may overlap, no background). Two heads:
  *   softmax: one output per class (background included); CE over classes, Dice over the
  *            softmax probabilities against the one-hot mask (MONAI: DiceCELoss(softmax=True,
- *            to_onehot_y=True)), the background class in the Dice only when asked.
- *   sigmoid: one output per foreground class (a binary mask gives one output); BCE-with-logits
- *            per class and pixel, Dice over the sigmoid probabilities (MONAI: sigmoid=True).
+ *            to_onehot_y=True)), the background class in the Dice only when asked. Index masks
+ *            only: a softmax cannot say that a pixel is in two structures.
+ *   sigmoid: one output per foreground class (a binary mask gives one output; a multi-label
+ *            pack one per structure, its planes the targets); BCE-with-logits per class and
+ *            pixel, Dice over the sigmoid probabilities (MONAI: sigmoid=True).
  *
  * The loss (segloss.c) is computed per image with MONAI's semantics (batch=False); the task
  * reports the SUM over real images and their COUNT, and the trainer divides by the count over all
  * ranks: the batch mean is MONAI's DiceCELoss over the global batch, and 1 rank x 16 equals
  * 2 ranks x 8.
  *
- * Validation outputs per image: for each foreground class the intersection, predicted and true
- * pixel counts of the hard prediction (argmax, or sigmoid > 0.5), then the image's loss. */
+ * Validation outputs per image: for each foreground class (every class of a multi-label pack)
+ * the intersection, predicted and true pixel counts of the hard prediction (argmax, or
+ * sigmoid > 0.5), then the image's loss. */
 #include <math.h>
 #include <string.h>
 
@@ -27,8 +31,10 @@ typedef struct segment {
     mt_pack *pack;
     const mt_pack_info *info;
     int in_channels;
-    int n_classes; /* in the pack's masks, background included */
-    int k;         /* model outputs */
+    int n_classes;   /* in the pack's masks, background included (multi-label: structures) */
+    bool multilabel; /* the pack's masks are (C,H,W) 0/1 planes */
+    int fg;          /* foreground classes scored: n_classes - 1, or n_classes (multi-label) */
+    int k;           /* model outputs */
     mt_seg_loss_opts lo;
     mt_seg_loss *loss;
     int cap, size; /* rows and size the buffers hold */
@@ -57,6 +63,11 @@ static mt_status ensure(segment *s, int n, int size) {
     }
     s->cap = n, s->size = size;
     return MT_OK;
+}
+
+/* Name of foreground class c (0-based over the scored classes). */
+static const char *fg_name(const segment *s, int c) {
+    return s->info->mask_classes[s->multilabel ? c : c + 1];
 }
 
 static mt_tensor input(segment *s, const mt_batch *b) {
@@ -93,7 +104,7 @@ static mt_status segment_train_micro(mt_task *t, mt_ctx *ctx, const mt_batch *b,
  * image's loss. */
 static mt_status segment_predict(mt_task *t, mt_ctx *ctx, const mt_batch *b, float *out) {
     segment *s = t->state;
-    int K = s->k, S = b->size, F = s->n_classes - 1;
+    int K = s->k, S = b->size, F = s->fg;
     int64_t P = (int64_t)S * S;
     MT_TRY(ensure(s, b->n, S));
     mt_tensor x = input(s, b);
@@ -106,8 +117,19 @@ static mt_status segment_predict(mt_task *t, mt_ctx *ctx, const mt_batch *b, flo
         memset(o, 0, (3 * (size_t)F + 1) * sizeof(float));
         if (b->weights[i] <= 0) continue;
         o[3 * F] = (float)s->img_loss[i];
-        const uint8_t *m = b->masks + (size_t)i * P;
         const float *z = s->logits + (size_t)i * P * K;
+        if (s->multilabel) {
+            /* plane c of the mask is class c's truth, output c its logit */
+            for (int c = 0; c < F; c++) {
+                const uint8_t *m = b->masks + ((size_t)i * F + c) * P;
+                for (int64_t p = 0; p < P; p++) {
+                    bool on = z[p * K + c] > 0, truth = m[p] != 0;
+                    o[3 * c] += on && truth, o[3 * c + 1] += on, o[3 * c + 2] += truth;
+                }
+            }
+            continue;
+        }
+        const uint8_t *m = b->masks + (size_t)i * P;
         for (int64_t p = 0; p < P; p++) {
             int pred = 0;
             if (s->lo.sigmoid) {
@@ -135,7 +157,7 @@ static mt_status segment_summarize(mt_task *t, const float *outputs, const int64
                                    cJSON *into, double *primary) {
     (void)idx;
     segment *s = t->state;
-    int F = s->n_classes - 1;
+    int F = s->fg;
     double loss = 0, mean = 0;
     int defined = 0;
     for (int64_t i = 0; i < n; i++) loss += outputs[i * (3 * F + 1) + 3 * F];
@@ -150,7 +172,7 @@ static mt_status segment_summarize(mt_task *t, const float *outputs, const int64
         }
         if (!cnt) continue;
         char key[96];
-        snprintf(key, sizeof key, "val_dice_%s", s->info->mask_classes[c + 1]);
+        snprintf(key, sizeof key, "val_dice_%s", fg_name(s, c));
         cJSON_AddNumberToObject(into, key, sum / (double)cnt);
         mean += sum / (double)cnt, defined++;
     }
@@ -168,12 +190,17 @@ static void segment_describe(mt_task *t, cJSON *into) {
         cJSON_AddItemToArray(names, cJSON_CreateString(s->info->mask_classes[c]));
     cJSON_AddStringToObject(into, "problem_type", "semantic_segmentation");
     cJSON_AddStringToObject(into, "head", s->lo.sigmoid ? "sigmoid" : "softmax");
-    cJSON_AddStringToObject(into, "output",
-                            s->lo.sigmoid ? "per-pixel logits (N,H,W,classes-1) in medtrain, "
-                                            "(N,classes-1,H,W) in PyTorch; sigmoid > 0.5 marks "
-                                            "each foreground class"
-                                          : "per-pixel logits (N,H,W,classes) in medtrain, "
-                                            "(N,classes,H,W) in PyTorch; argmax gives the class");
+    cJSON_AddStringToObject(into, "mask_layout", s->multilabel ? "multilabel" : "index");
+    cJSON_AddStringToObject(
+        into, "output",
+        s->multilabel   ? "per-pixel logits (N,H,W,classes) in medtrain, (N,classes,H,W) in "
+                          "PyTorch; sigmoid > 0.5 marks each class (classes may overlap; no "
+                          "background class)"
+        : s->lo.sigmoid ? "per-pixel logits (N,H,W,classes-1) in medtrain, "
+                          "(N,classes-1,H,W) in PyTorch; sigmoid > 0.5 marks "
+                          "each foreground class"
+                        : "per-pixel logits (N,H,W,classes) in medtrain, "
+                          "(N,classes,H,W) in PyTorch; argmax gives the class");
     const mt_model_opts *mo = mt_model_options(t->model);
     cJSON_AddNumberToObject(into, "depth", mo->depth);
     cJSON_AddNumberToObject(into, "channels", mo->channels);
@@ -184,8 +211,7 @@ static void segment_describe(mt_task *t, cJSON *into) {
 static void segment_card(mt_task *t, FILE *f) {
     segment *s = t->state;
     fprintf(f, "## Intended use\n\nSegmentation of anatomical structures (");
-    for (int c = 1; c < s->n_classes; c++)
-        fprintf(f, "%s%s", c > 1 ? ", " : "", s->info->mask_classes[c]);
+    for (int c = 0; c < s->fg; c++) fprintf(f, "%s%s", c ? ", " : "", fg_name(s, c));
     fprintf(f, ") on frontal chest radiographs, as a research tool or to pre-fill contours that a "
                "qualified reader corrects.\n\n");
 }
@@ -208,7 +234,15 @@ static mt_status read_options(const mt_config *cfg, segment *s, mt_model_opts *m
         return mt_config_fail(cfg, "model.arch", "task segment needs arch unet, not %s", arch);
     mt_seg_loss_opts *lo = &s->lo;
     lo->n_classes = s->n_classes;
+    lo->multilabel = s->multilabel;
     lo->sigmoid = !strcmp(mt_config_str(cfg, "model.head"), "sigmoid");
+    if (s->multilabel && !lo->sigmoid)
+        return mt_config_fail(cfg, "model.head",
+                              "%s has multi-label masks (%d structures that may overlap): task "
+                              "segment needs model.head: sigmoid, not %s (a softmax gives each "
+                              "pixel one class)",
+                              mt_pack_path(s->pack), s->n_classes,
+                              mt_config_str(cfg, "model.head"));
     s->k = mt_seg_loss_outputs(lo);
     const char *loss = mt_config_str(cfg, "train.loss");
     lo->lambda_dice = strcmp(loss, "ce") ? mt_config_float(cfg, "train.lambda_dice") : 0;
@@ -250,7 +284,7 @@ static mt_status read_options(const mt_config *cfg, segment *s, mt_model_opts *m
 
 mt_status mt_task_segment_create(const mt_config *cfg, mt_ctx *ctx, mt_pack *pack, mt_task **out) {
     const mt_pack_info *info = mt_pack_get_info(pack);
-    if (info->n_mask_classes < 2)
+    if (info->n_mask_classes == 0 || (!info->mask_multilabel && info->n_mask_classes < 2))
         return mt_fail(MT_ERR_CONFIG,
                        "%s: the pack has no masks; task segment needs them (medtrain pack "
                        "--masks DIR)",
@@ -262,9 +296,11 @@ mt_status mt_task_segment_create(const mt_config *cfg, mt_ctx *ctx, mt_pack *pac
         return MT_ERR_NOMEM;
     }
     s->pack = pack, s->info = info, s->n_classes = info->n_mask_classes;
+    s->multilabel = info->mask_multilabel;
+    s->fg = s->multilabel ? s->n_classes : s->n_classes - 1;
     s->in_channels = (int)mt_config_int(cfg, "model.in_channels");
     *t = (mt_task){.name = "segment",
-                   .n_outputs = 3 * (info->n_mask_classes - 1) + 1,
+                   .n_outputs = 3 * s->fg + 1,
                    .needs_masks = true,
                    .state = s,
                    .train_micro = segment_train_micro,

@@ -2,7 +2,9 @@
 """Opens a medtrain pack with h5py and checks it against the documented schema (docs/DATA.md):
 root attributes, datasets, dtypes, shapes, label names, mask classes and split lists.
 
-  check_pack_h5py.py PACK [--labels A,B,...] [--masks CLASSES] [--n N] [--size S] [--dtype u8|u16]
+  check_pack_h5py.py PACK [--labels A,B,...] [--masks CLASSES [--mask-layout index|multilabel]]
+                     [--n N] [--size S] [--dtype u8|u16]
+Index masks are [N,H,W] class indices; multi-label masks [N,C,H,W] of 0/1, one plane per class.
 Prints one line per check and exits non-zero on the first failure."""
 import argparse
 import sys
@@ -16,6 +18,7 @@ def main():
     ap.add_argument("pack")
     ap.add_argument("--labels", default=None)
     ap.add_argument("--masks", default=None)
+    ap.add_argument("--mask-layout", default="index", choices=("index", "multilabel"))
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--size", type=int, default=None)
     ap.add_argument("--dtype", default=None)
@@ -53,7 +56,9 @@ def main():
             check(images.dtype == np.dtype(a.dtype.replace("u", "uint")), f"dtype {images.dtype}")
         labels = f["labels"]
         check(labels.dtype == np.float32 and labels.shape[0] == n, f"/labels f32 [N,L]: {labels.shape}")
-        names = [x.decode() if isinstance(x, bytes) else str(x) for x in labels.attrs["names"]]
+        raw = labels.attrs["names"]  # an empty dataspace (h5py.Empty) when there are no labels
+        names = [] if isinstance(raw, h5py.Empty) else [
+            x.decode() if isinstance(x, bytes) else str(x) for x in raw]
         check(len(names) == labels.shape[1], f"label names {names}")
         if a.labels is not None:
             check(names == a.labels.split(","), f"label names are {a.labels}")
@@ -61,10 +66,20 @@ def main():
         check(np.all(np.isnan(lab) | (lab == 0) | (lab == 1)), "labels are 0, 1 or NaN")
         if a.masks is not None:
             masks = f["masks"]
-            check(masks.shape == images.shape and masks.dtype == np.uint8, f"/masks u8 {masks.shape}")
             classes = [x.decode() if isinstance(x, bytes) else str(x) for x in masks.attrs["classes"]]
             check(classes == a.masks.split(","), f"mask classes {classes}")
-            check(int(masks[...].max()) < len(classes), "mask values are class indices")
+            if a.mask_layout == "index":
+                check(masks.shape == images.shape and masks.dtype == np.uint8,
+                      f"/masks u8 [N,H,W] {masks.shape}")
+                check(int(masks[...].max()) < len(classes), "mask values are class indices")
+            else:
+                want = (n, len(classes), h, w)
+                check(masks.shape == want and masks.dtype == np.uint8,
+                      f"/masks u8 [N,C,H,W] {masks.shape}, expected {want}")
+                check(masks.chunks == (1,) + want[1:], f"/masks one image per chunk: {masks.chunks}")
+                m = masks[...]
+                check(np.all((m == 0) | (m == 1)), "multi-label mask values are 0 or 1")
+                check(all(m[:, c].any() for c in range(len(classes))), "every class is present")
         else:
             check("masks" not in f, "no /masks")
         meta = f["meta"]

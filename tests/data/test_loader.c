@@ -7,7 +7,9 @@
  * (u16), so a batch says exactly which image arrived and in which geometry. In the "shape" pack
  * (u8, with masks) the left half is grey, the right half dark, and a bright rectangle, different
  * for every image, is marked in the mask: after augmentation the mask must still cover the bright
- * pixels, and left must still be brighter than right unless flips were asked for. */
+ * pixels, and left must still be brighter than right unless flips were asked for. The "ml" pack
+ * has the shape pack's images with multi-label masks of ML_C planes: the rectangle, its
+ * complement and the whole image, so every plane must move exactly as the index mask does. */
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -21,7 +23,7 @@
 #include "mt_test.h"
 
 static mt_comm *comm;
-static char dir[256], id_pack[320], shape_pack[320];
+static char dir[256], id_pack[320], shape_pack[320], ml_pack[320];
 
 enum { ID_N = 60, ID_HW = 16, ID_TRAIN = 36, SH_N = 40, SH_HW = 64, SH_TRAIN = 36, BIG_N = 400 };
 
@@ -51,24 +53,35 @@ static uint8_t shape_value(int64_t i, int y, int x) {
     return in_rect(i, y, x) ? 250 : x < SH_HW / 2 ? 120 : 20;
 }
 
-enum { PACK_ID, PACK_SHAPE, PACK_BIG };
+enum { PACK_ID, PACK_SHAPE, PACK_BIG, PACK_ML };
+enum { ML_C = 3 }; /* planes of the ml pack: rectangle, not rectangle, everything */
+
+/* Plane c of the ml pack at (y, x) of image i. */
+static uint8_t ml_plane(int c, int64_t i, int y, int x) {
+    return c == 0 ? in_rect(i, y, x) : c == 1 ? !in_rect(i, y, x) : 1;
+}
 
 static mt_status write_pack(const char *path, int kind) {
-    static const char *const labels[] = {"index", "negated"}, *const classes[] = {"bg", "rect"};
-    int n = kind == PACK_ID ? ID_N : kind == PACK_SHAPE ? SH_N : BIG_N;
-    int hw = kind == PACK_SHAPE ? SH_HW : ID_HW;
+    static const char *const labels[] = {"index", "negated"}, *const classes[] = {"bg", "rect"},
+                             *const ml_classes[ML_C] = {"rect", "outside", "all"};
+    bool ml = kind == PACK_ML, shape = kind == PACK_SHAPE || ml;
+    int n = kind == PACK_ID ? ID_N : shape ? SH_N : BIG_N;
+    int hw = shape ? SH_HW : ID_HW, planes = ml ? ML_C : 1;
     mt_pack_spec spec = {.h = hw,
                          .w = hw,
                          .dtype = kind == PACK_ID ? MT_U16 : MT_U8,
                          .n_labels = 2,
                          .label_names = labels,
-                         .n_mask_classes = kind == PACK_SHAPE ? 2 : 0,
-                         .mask_classes = classes,
-                         .creator = "test_loader"};
+                         .n_mask_classes = ml      ? ML_C
+                                           : shape ? 2
+                                                   : 0,
+                         .mask_classes = ml ? ml_classes : classes,
+                         .creator = "test_loader",
+                         .mask_multilabel = ml};
     size_t px = (size_t)hw * hw, esize = kind == PACK_ID ? 2 : 1;
     mt_pack_item *items = mt_calloc((size_t)n, sizeof *items, "items");
     uint8_t *pixels = mt_alloc((size_t)n * px * esize, "pixels");
-    uint8_t *masks = mt_alloc((size_t)n * px, "masks");
+    uint8_t *masks = mt_alloc((size_t)n * px * (size_t)planes, "masks");
     float *lab = mt_alloc((size_t)n * 2 * sizeof(float), "labels");
     for (int i = 0; i < n; i++) {
         for (int y = 0; y < hw; y++)
@@ -76,21 +89,23 @@ static mt_status write_pack(const char *path, int kind) {
                 size_t j = (size_t)i * px + (size_t)y * hw + (size_t)x;
                 if (kind == PACK_ID)
                     ((uint16_t *)pixels)[j] = id_value(i, y, x);
-                else if (kind == PACK_SHAPE)
+                else if (shape)
                     pixels[j] = shape_value(i, y, x);
                 else
                     pixels[j] = (uint8_t)(i + y + x);
-                masks[j] = kind == PACK_SHAPE && in_rect(i, y, x);
+                uint8_t *m = masks + ((size_t)i * planes) * px + (size_t)y * hw + (size_t)x;
+                for (int c = 0; c < planes; c++)
+                    m[(size_t)c * px] = ml ? ml_plane(c, i, y, x) : shape && in_rect(i, y, x);
             }
         lab[2 * i] = (float)i;
         lab[2 * i + 1] = i % 2 ? NAN : (float)-i;
         items[i].pixels = pixels + (size_t)i * px * esize;
         items[i].labels = lab + 2 * i;
-        items[i].mask = kind == PACK_SHAPE ? masks + (size_t)i * px : NULL;
+        items[i].mask = shape ? masks + (size_t)i * px * planes : NULL;
         snprintf(items[i].meta.case_id, sizeof items[i].meta.case_id, "case%d", i);
-        items[i].meta.split = kind == PACK_ID      ? id_split(i)
-                              : kind == PACK_SHAPE ? (i % 10 == 9 ? MT_SPLIT_VAL : MT_SPLIT_TRAIN)
-                                                   : MT_SPLIT_TRAIN;
+        items[i].meta.split = kind == PACK_ID ? id_split(i)
+                              : shape         ? (i % 10 == 9 ? MT_SPLIT_VAL : MT_SPLIT_TRAIN)
+                                              : MT_SPLIT_TRAIN;
     }
     mt_pack_writer *w = NULL;
     mt_status st = mt_pack_writer_create(comm, path, &spec, &w);
@@ -618,6 +633,53 @@ static void test_masks_follow_geometry(void) {
     check_mask_follows(24); /* 2-2.7 source pixels per output pixel: antialiased first */
 }
 
+/* Multi-label masks ([n, C, S, S]) take the image's geometry plane by plane: through the ml pack
+ * (the shape pack's images) every batch has the shape pack's indices and pixels, plane 0 (the
+ * rectangle) is the index mask exactly, plane 1 its complement within plane 2, and plane 2 (the
+ * whole source image) is 0 only where the warp reads outside the source. */
+static void check_multilabel_follows(int S, bool augment) {
+    mt_loader_opts o = augment ? aug_opts(S) : opts_for(1, S);
+    o.batch = 4, o.masks = true;
+    mt_loader *li = open_ok(shape_pack, 0, 1, &o), *lm = open_ok(ml_pack, 0, 1, &o);
+    if (!li || !lm) goto done;
+    MT_CHECK(mt_loader_info(lm)->mask_multilabel && mt_loader_info(lm)->n_mask_classes == ML_C);
+    size_t npix = (size_t)S * S;
+    int64_t outside = 0, inside_rect = 0;
+    for (int step = 0; step < 2 * (int)mt_loader_batches_per_epoch(li); step++) {
+        const mt_batch *bi = next_ok(li), *bm = next_ok(lm);
+        if (!bi || !bm) break;
+        MT_CHECK(memcmp(bi->indices, bm->indices, 4 * sizeof *bi->indices) == 0 &&
+                     memcmp(bi->images, bm->images, 4 * npix * sizeof(float)) == 0,
+                 "S %d step %d: the images differ between the packs", S, step);
+        for (int k = 0; k < bm->n; k++) {
+            const uint8_t *idx = bi->masks + k * npix, *m = bm->masks + k * ML_C * npix;
+            int bad = 0;
+            for (size_t p = 0; p < npix; p++) {
+                uint8_t rect = m[p], rest = m[npix + p], all = m[2 * npix + p];
+                bad += rect != idx[p] || rest != (all && !idx[p]) || (rect && !all);
+                outside += !all, inside_rect += rect;
+            }
+            MT_CHECK(bad == 0, "S %d step %d image %lld: %d pixels where the planes disagree", S,
+                     step, (long long)bm->indices[k], bad);
+        }
+    }
+    MT_CHECK(inside_rect > 0, "the rectangles arrived");
+    if (augment)
+        MT_CHECK(outside > 0, "rotations read outside the source: background 0 there");
+    else
+        MT_CHECK(outside == 0, "without augmentation the whole image is inside");
+done:
+    mt_loader_close(li);
+    mt_loader_close(lm);
+}
+
+static void test_multilabel_masks_follow_geometry(void) {
+    check_multilabel_follows(48, true);
+    check_multilabel_follows(24, true);  /* antialiased prefilter path for the image */
+    check_multilabel_follows(24, false); /* plain resize */
+    check_multilabel_follows(SH_HW, false);
+}
+
 /* ---- resume and errors ------------------------------------------------------------------ */
 
 typedef struct saved {
@@ -748,7 +810,9 @@ int main(int argc, char **argv) {
     }
     snprintf(id_pack, sizeof id_pack, "%s/id.h5", dir);
     snprintf(shape_pack, sizeof shape_pack, "%s/shape.h5", dir);
-    if (write_pack(id_pack, PACK_ID) != MT_OK || write_pack(shape_pack, PACK_SHAPE) != MT_OK) {
+    snprintf(ml_pack, sizeof ml_pack, "%s/ml.h5", dir);
+    if (write_pack(id_pack, PACK_ID) != MT_OK || write_pack(shape_pack, PACK_SHAPE) != MT_OK ||
+        write_pack(ml_pack, PACK_ML) != MT_OK) {
         fprintf(stderr, "writing the test packs: %s\n", mt_error_message());
         return 1;
     }
@@ -763,11 +827,13 @@ int main(int argc, char **argv) {
     RUN(test_augmentation_changes_pixels_within_bounds);
     RUN(test_no_flip_unless_asked);
     RUN(test_masks_follow_geometry);
+    RUN(test_multilabel_masks_follow_geometry);
     RUN(test_seek_resumes_the_stream);
     RUN(test_read_error_reaches_next);
     RUN(test_close_without_consuming);
     unlink(id_pack);
     unlink(shape_pack);
+    unlink(ml_pack);
     rmdir(dir);
     int rc = mt_test_summary();
     mt_comm_finalize(comm);

@@ -1,6 +1,6 @@
-/* Packs: writer/reader round trip (1 process or N ranks), splits, attributes, refusal of files
- * that are not packs or have the wrong format/version, and pack inputs (labels CSV and manifest
- * errors with file and line). */
+/* Packs: writer/reader round trip (1 process or N ranks; class-index and multi-label masks),
+ * splits, attributes, refusal of files that are not packs or have the wrong format/version, and
+ * pack inputs (labels CSV and manifest errors with file and line). */
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
@@ -31,7 +31,14 @@ static uint16_t pixel(int64_t i, int p) {
  * round of world*3, in order (as `medtrain pack` does). */
 static void write_pack(const char *path, int64_t n, mt_dtype dtype, bool masks) {
     const char *names[] = {"Effusion", "Nodule"}, *classes[] = {"background", "lung", "heart"};
-    mt_pack_spec spec = {6, 5, dtype, 2, names, masks ? 3 : 0, classes, "test_pack"};
+    mt_pack_spec spec = {.h = 6,
+                         .w = 5,
+                         .dtype = dtype,
+                         .n_labels = 2,
+                         .label_names = names,
+                         .n_mask_classes = masks ? 3 : 0,
+                         .mask_classes = classes,
+                         .creator = "test_pack"};
     mt_pack_writer *w = NULL;
     MT_CHECK_OK(mt_pack_writer_create(comm, path, &spec, &w));
     if (!w) return;
@@ -120,6 +127,86 @@ static void test_round_trip(void) {
     mt_pack_close(p);
 }
 
+/* Multi-label masks: plane c of image i, pixel q. Planes overlap (1 and 2 share pixels). */
+static uint8_t ml_value(int64_t i, int c, int q) {
+    return (uint8_t)((i + q + c) % (c + 2) == 0);
+}
+
+/* A multi-label pack: /masks [N,C,H,W] with C names and no background, read back plane by plane,
+ * whatever the rank count (each rank brings the images i with i % world == rank). */
+static void test_multilabel_round_trip(void) {
+    enum { C = 3, H = 7, W = 4, PX = H * W, N = 11 };
+    const char *classes[C] = {"right_lung", "left_lung", "heart"};
+    char path[512];
+    path_in(path, sizeof path, "ml.h5");
+    mt_pack_spec spec = {.h = H,
+                         .w = W,
+                         .dtype = MT_U8,
+                         .n_mask_classes = C,
+                         .mask_classes = classes,
+                         .creator = "test_pack",
+                         .mask_multilabel = true};
+    mt_pack_writer *w = NULL;
+    MT_CHECK_OK(mt_pack_writer_create(comm, path, &spec, &w));
+    if (!w) return;
+    int rank = mt_comm_rank(comm), world = mt_comm_world(comm);
+    uint8_t px[N][PX], mk[N][C * PX];
+    mt_pack_item items[N];
+    int k = 0;
+    for (int64_t i = rank; i < N; i += world, k++) {
+        for (int q = 0; q < PX; q++) px[k][q] = (uint8_t)(i * 10 + q);
+        for (int c = 0; c < C; c++)
+            for (int q = 0; q < PX; q++) mk[k][c * PX + q] = ml_value(i, c, q);
+        items[k] = (mt_pack_item){.pixels = px[k], .mask = mk[k]};
+        snprintf(items[k].meta.case_id, sizeof items[k].meta.case_id, "c%lld", (long long)i);
+        items[k].meta.split = (mt_split)(i % 3);
+    }
+    /* One round of one image per rank at a time keeps the file order i = 0, 1, 2, ... */
+    for (int r = 0; r * world < N; r++)
+        MT_CHECK_OK(mt_pack_writer_append(w, r < k ? &items[r] : NULL, r < k ? 1 : 0));
+    MT_CHECK_OK(mt_pack_writer_finish(w, true, "ml"));
+    mt_pack *p = NULL;
+    MT_CHECK_OK(mt_pack_open(path, &p));
+    if (!p) return;
+    const mt_pack_info *in = mt_pack_get_info(p);
+    MT_CHECK(in->n == N && in->mask_multilabel && in->n_mask_classes == C &&
+             mt_pack_mask_planes(in) == C);
+    for (int c = 0; c < C && in->mask_classes; c++)
+        MT_CHECK(!strcmp(in->mask_classes[c], classes[c]), "class %d is %s", c,
+                 in->mask_classes[c]);
+    int overlaps = 0;
+    for (int64_t i = 0; i < N; i++) {
+        uint8_t back[C * PX], img[PX];
+        MT_CHECK_OK(mt_pack_read_mask(p, i, back));
+        MT_CHECK_OK(mt_pack_read_image(p, i, img));
+        for (int q = 0; q < PX; q++) {
+            MT_CHECK(img[q] == (uint8_t)(i * 10 + q), "image %lld pixel %d", (long long)i, q);
+            overlaps += back[PX + q] && back[2 * PX + q];
+            for (int c = 0; c < C; c++)
+                MT_CHECK(back[c * PX + q] == ml_value(i, c, q), "image %lld class %d pixel %d",
+                         (long long)i, c, q);
+        }
+    }
+    MT_CHECK(overlaps > 0, "the planes overlap somewhere");
+    mt_pack_close(p);
+
+    /* An index pack says so too. */
+    path_in(path, sizeof path, "rt.h5");
+    MT_CHECK_OK(mt_pack_open(path, &p));
+    if (p) {
+        MT_CHECK(!mt_pack_get_info(p)->mask_multilabel &&
+                 mt_pack_mask_planes(mt_pack_get_info(p)) == 1);
+        mt_pack_close(p);
+    }
+    /* Multi-label masks need a class. */
+    spec.n_mask_classes = 0;
+    path_in(path, sizeof path, "ml0.h5");
+    w = NULL;
+    MT_CHECK_FAILS(mt_pack_writer_create(comm, path, &spec, &w), MT_ERR_ARG, "ml0.h5",
+                   "at least one class");
+    MT_CHECK(w == NULL);
+}
+
 /* A damaged image chunk (one byte flipped on disk) fails to read, naming the row, instead of
  * returning wrong pixels: image and mask chunks carry Fletcher-32 checksums. */
 static void test_corrupt_chunk_is_detected(void) {
@@ -164,7 +251,7 @@ static void test_u8_no_masks_and_empty_rounds(void) {
 static void test_no_labels(void) {
     char path[512];
     path_in(path, sizeof path, "nolabels.h5");
-    mt_pack_spec spec = {4, 4, MT_U8, 0, NULL, 0, NULL, "t"};
+    mt_pack_spec spec = {.h = 4, .w = 4, .dtype = MT_U8, .creator = "t"};
     mt_pack_writer *w = NULL;
     MT_CHECK_OK(mt_pack_writer_create(comm, path, &spec, &w));
     if (!w) return;
@@ -186,7 +273,8 @@ static void test_abandoned_pack_leaves_nothing(void) {
     char path[512], tmp[600];
     path_in(path, sizeof path, "abandoned.h5");
     const char *names[] = {"a"};
-    mt_pack_spec spec = {4, 4, MT_U8, 1, names, 0, NULL, "t"};
+    mt_pack_spec spec = {
+        .h = 4, .w = 4, .dtype = MT_U8, .n_labels = 1, .label_names = names, .creator = "t"};
     mt_pack_writer *w = NULL;
     MT_CHECK_OK(mt_pack_writer_create(comm, path, &spec, &w));
     mt_error_clear();
@@ -363,6 +451,7 @@ int main(int argc, char **argv) {
     mt_comm_broadcast(comm, dir, sizeof dir, 0);
     MT_RUN(test_round_trip);
     MT_RUN(test_corrupt_chunk_is_detected);
+    MT_RUN(test_multilabel_round_trip);
     MT_RUN(test_u8_no_masks_and_empty_rounds);
     MT_RUN(test_no_labels);
     MT_RUN(test_abandoned_pack_leaves_nothing);

@@ -7,6 +7,10 @@
 #     --strict makes that fatal and leaves no pack behind;
 #   - a bad labels CSV row fails with its line number on 2 ranks without hanging;
 #   - h5py reads the pack as documented (when VENV_PYTHON is given);
+#   - multi-label masks (--mask-layout multilabel, one PNG per structure from synth
+#     --multilabel-masks) pack into [N,C,H,W] 0/1, the same on 1 and 2 ranks, agreeing with the
+#     class-index masks of the same films; a missing structure file is skipped naming it (fatal
+#     under --strict); multilabel without --mask-classes is a usage error;
 #   - pydicom's real third-party files are each packed or skipped with a reason.
 #   test_pack_cli.sh MEDTRAIN MPIEXEC SRCDIR [VENV_PYTHON] [PYDICOM_DIR]
 set -u
@@ -18,7 +22,8 @@ pydicom_dir=${5:-}
 source "$(dirname "$0")/../lib.sh"
 
 cohort=$tmp/cohort
-run synth 0 "$tmp/synth.log" -- "$medtrain" synth --out "$cohort" --n 24 --size 256,320 --seed 3 || exit 1
+run synth 0 "$tmp/synth.log" -- "$medtrain" synth --out "$cohort" --n 24 --size 256,320 --seed 3 \
+  --multilabel-masks || exit 1
 
 # Broken files beside the good ones.
 bad_dir=$cohort/dicom/zz_broken
@@ -74,6 +79,58 @@ fi
 run strict 1 "$tmp/strict.log" -- "$mpiexec" -n 2 "$medtrain" pack "${common[@]}" --strict --out "$tmp/strict.h5"
 expect_in strict_names_file "$tmp/strict.log" "--strict: .*zz_broken/"
 if [ ! -e "$tmp/strict.h5" ] && [ ! -e "$tmp/strict.h5.tmp" ]; then ok strict_leaves_nothing; else bad strict_leaves_nothing "found $(ls "$tmp"/strict*)"; fi
+
+# Multi-label masks: one binary PNG per structure; 1 and 2 ranks give the same pack.
+structures=right_lung,left_lung,heart
+ml=(--dicom "$cohort/dicom" --masks "$cohort/masks_ml" --mask-layout multilabel
+    --mask-classes "$structures" --size 64 --key-file "$tmp/site.key")
+run pack_ml_1_rank 0 "$tmp/ml1.log" -- "$medtrain" pack "${ml[@]}" --out "$tmp/ml1.h5"
+run pack_ml_2_ranks 0 "$tmp/ml2.log" -- "$mpiexec" -n 2 "$medtrain" pack "${ml[@]}" --out "$tmp/ml2.h5"
+expect_in pack_ml_summary "$tmp/ml1.log" "packed $n_good images into .*skipped 3 of $((n_good + 3)) files"
+same=1
+for obj in /images /masks /meta/case_id /meta/source_digest /meta/split /splits/train; do
+  if ! h5diff -q "$tmp/ml1.h5" "$tmp/ml2.h5" "$obj" "$obj" >/dev/null 2>&1; then same=0; bad "same_ml_1_vs_2_ranks $obj" "differs"; fi
+done
+[ "$same" = 1 ] && ok same_multilabel_content_1_vs_2_ranks
+if h5diff -q "$tmp/ml1.h5" "$tmp/p1.h5" /images /images >/dev/null 2>&1; then ok ml_same_images_as_index_pack; else bad ml_same_images_as_index_pack "differ"; fi
+run info_ml 0 "$tmp/info_ml.log" -- "$medtrain" info "$tmp/ml1.h5"
+expect_in info_ml_layout "$tmp/info_ml.log" "masks: multi-label, 3 classes .*right_lung [0-9.]+% left_lung [0-9.]+% heart [0-9.]+%"
+if [ -n "$venv_python" ]; then
+  run h5py_schema_multilabel 0 "$tmp/h5py_ml.log" -- "$venv_python" "$srcdir/check_pack_h5py.py" \
+    "$tmp/ml2.h5" --masks "$structures" --mask-layout multilabel --n "$n_good" --size 64 --dtype u8
+  # The planes agree with the class-index masks of the same films (same geometry, nearest
+  # resizing): heart where the index says heart, else a lung where it says lung; and they overlap.
+  run ml_matches_index_masks 0 "$tmp/ml_vs_index.log" -- "$venv_python" - "$tmp/ml1.h5" "$tmp/p1.h5" <<'PY'
+import sys
+import h5py
+import numpy as np
+ml, ix = h5py.File(sys.argv[1], "r")["masks"][...], h5py.File(sys.argv[2], "r")["masks"][...]
+lung = (ml[:, 0] | ml[:, 1]).astype(bool)
+heart = ml[:, 2].astype(bool)
+want = np.where(heart, 2, np.where(lung, 1, 0))
+assert np.array_equal(want, ix), f"{int((want != ix).sum())} pixels differ"
+assert not (ml[:, 0] & ml[:, 1]).any(), "the lungs overlap"
+overlap = int((heart & lung).sum())
+assert overlap > 0, "the heart overlaps no lung"
+print(f"planes match the index masks; heart/lung overlap {overlap} px")
+PY
+fi
+
+# A missing structure file: the image is skipped naming the file; fatal under --strict.
+cp -r "$cohort/masks_ml" "$tmp/masks_ml2"
+rm "$tmp/masks_ml2/heart/img_000002.png"
+ml2=(--dicom "$cohort/dicom" --masks "$tmp/masks_ml2" --mask-layout multilabel
+     --mask-classes "$structures" --size 64 --key-file "$tmp/site.key")
+run pack_ml_missing 0 "$tmp/mlmiss.log" -- "$mpiexec" -n 2 "$medtrain" pack "${ml2[@]}" --out "$tmp/mlmiss.h5"
+expect_in pack_ml_missing_names_file "$tmp/mlmiss.log" "skipped .*img_000002.dcm: no mask .*masks_ml2/heart/img_000002.png \(class heart\)"
+expect_in pack_ml_missing_counted "$tmp/mlmiss.log" "skipped, mask problem: 1"
+run pack_ml_missing_strict 1 "$tmp/mlmiss_strict.log" -- "$medtrain" pack "${ml2[@]}" --strict --out "$tmp/mlstrict.h5"
+expect_in pack_ml_missing_strict_message "$tmp/mlmiss_strict.log" "--strict: .*masks_ml2/heart/img_000002.png"
+if [ ! -e "$tmp/mlstrict.h5" ] && [ ! -e "$tmp/mlstrict.h5.tmp" ]; then ok pack_ml_strict_leaves_nothing; else bad pack_ml_strict_leaves_nothing "found $(ls "$tmp"/mlstrict*)"; fi
+run pack_ml_needs_classes 2 "$tmp/mlnc.log" -- "$medtrain" pack --dicom "$cohort/dicom" --masks "$cohort/masks_ml" --mask-layout multilabel --key-file "$tmp/site.key" --out "$tmp/mlnc.h5"
+expect_in pack_ml_needs_classes_message "$tmp/mlnc.log" "--mask-layout multilabel needs --mask-classes"
+run pack_bad_layout 2 "$tmp/mlbl.log" -- "$medtrain" pack "${common[@]}" --mask-layout overlapping --out "$tmp/mlbl.h5"
+expect_in pack_bad_layout_message "$tmp/mlbl.log" "--mask-layout overlapping: expected index or multilabel"
 
 # A bad labels row: an error with the line number, on 2 ranks, no hang.
 cp "$cohort/labels.csv" "$tmp/bad.csv"

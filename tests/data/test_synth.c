@@ -1,6 +1,8 @@
 /* Synthetic chest radiographs: rendering is deterministic, the anatomy is where it should be,
  * each finding changes the film where and how it does on real films and strongly enough to learn,
- * and a cohort's files vary as planned, carry the planted PHI, and repeat byte for byte. */
+ * the multi-label structure masks agree with the class mask and overlap where the heart meets the
+ * lungs, and a cohort's files vary as planned, carry the planted PHI, and repeat byte for byte
+ * (with or without the multi-label masks). */
 #include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
@@ -668,6 +670,104 @@ static void test_cohort_fixed_syntax_and_bits(void) {
     }
 }
 
+/* Structure masks: the same film and class mask as mt_synth_render; the class mask is HEART on the
+ * heart plane, else LUNG on either lung plane; the lungs are disjoint, the patient's right lung on
+ * the image's left; the heart overlaps a lung on every film (its outline crosses theirs). */
+static void test_structures(void) {
+    enum { H = 160, W = 128 };
+    size_t n = (size_t)H * W;
+    const uint8_t *fs[] = {NULL, only(CARDIO), only(EFF), only(PTX)};
+    for (int t = 0; t < 8; t++) {
+        const uint8_t *findings = fs[t % 4];
+        film f;
+        if (!render(11, t, H, W, findings, &f)) continue;
+        mt_image img = {0};
+        uint8_t *mask = malloc(n), *planes = malloc(n * MT_SYNTH_N_STRUCTURES);
+        MT_CHECK_OK(mt_synth_render_structures(11, t, H, W, findings, &img, mask, planes));
+        MT_CHECK(img.data && memcmp(img.data, f.img.data, n * sizeof(float)) == 0 &&
+                     memcmp(mask, f.mask, n) == 0,
+                 "film %d: the structures changed the film or its class mask", t);
+        const uint8_t *rl = planes + n * MT_SYNTH_RIGHT_LUNG, *ll = planes + n * MT_SYNTH_LEFT_LUNG,
+                      *hp = planes + n * MT_SYNTH_HEART_ML;
+        long bad = 0, overlap = 0, both_lungs = 0, cnt[3] = {0, 0, 0};
+        double cx[3] = {0, 0, 0};
+        for (size_t i = 0; i < n; i++) {
+            int want = hp[i]            ? MT_SYNTH_HEART
+                       : rl[i] || ll[i] ? MT_SYNTH_LUNG
+                                        : MT_SYNTH_BACKGROUND;
+            bad += mask[i] != want || rl[i] > 1 || ll[i] > 1 || hp[i] > 1;
+            overlap += hp[i] && (rl[i] || ll[i]);
+            both_lungs += rl[i] && ll[i];
+            for (int s = 0; s < 3; s++)
+                if (planes[s * n + i]) cnt[s]++, cx[s] += (double)(i % W);
+        }
+        MT_CHECK(bad == 0, "film %d: %ld pixels where class mask and planes disagree", t, bad);
+        MT_CHECK(both_lungs == 0, "film %d: %ld pixels in both lungs", t, both_lungs);
+        MT_CHECK(overlap > 0, "film %d: the heart overlaps no lung", t);
+        MT_CHECK(cnt[0] > 0 && cnt[1] > 0 && cnt[2] > 0, "film %d: an empty structure", t);
+        if (cnt[0] && cnt[1])
+            MT_CHECK(cx[0] / cnt[0] < W / 2.0 && cx[1] / cnt[1] > W / 2.0,
+                     "film %d: right lung at x %.1f, left lung at x %.1f", t, cx[0] / cnt[0],
+                     cx[1] / cnt[1]);
+        mt_image_free(&img);
+        free(mask), free(planes);
+        film_free(&f);
+    }
+    MT_CHECK(!strcmp(mt_synth_structures[MT_SYNTH_RIGHT_LUNG], "right_lung") &&
+             !strcmp(mt_synth_structures[MT_SYNTH_LEFT_LUNG], "left_lung") &&
+             !strcmp(mt_synth_structures[MT_SYNTH_HEART_ML], "heart"));
+}
+
+/* --multilabel-masks adds masks_ml/<structure>/ and changes no other byte. */
+static void test_cohort_multilabel_masks(void) {
+    enum { N = 4, H = 72, W = 64 };
+    char a[128], b[128], pa[1024], pb[1024];
+    snprintf(a, sizeof a, "%s/ml_no", tmp_root);
+    snprintf(b, sizeof b, "%s/ml_yes", tmp_root);
+    MT_CHECK_OK(mt_synth_cohort(
+        &(mt_synth_opts){.out = a, .n = N, .h = H, .w = W, .seed = 9, .threads = 2}, NULL));
+    MT_CHECK_OK(mt_synth_cohort(
+        &(mt_synth_opts){
+            .out = b, .n = N, .h = H, .w = W, .seed = 9, .threads = 2, .multilabel_masks = true},
+        NULL));
+    csv_row rows[N + 1];
+    if (read_labels(b, rows, N) != N) return;
+    snprintf(pa, sizeof pa, "%s/labels.csv", a);
+    snprintf(pb, sizeof pb, "%s/labels.csv", b);
+    MT_CHECK(same_file(pa, pb), "labels.csv differs");
+    snprintf(pa, sizeof pa, "%s/masks_ml", a);
+    MT_CHECK(!mt_path_exists(pa), "masks_ml/ written without the option");
+    for (int i = 0; i < N; i++) {
+        snprintf(pa, sizeof pa, "%s/dicom/%s", a, rows[i].path);
+        snprintf(pb, sizeof pb, "%s/dicom/%s", b, rows[i].path);
+        MT_CHECK(same_file(pa, pb), "%s differs", rows[i].path);
+        snprintf(pa, sizeof pa, "%s/masks/img_%06d.png", a, i);
+        snprintf(pb, sizeof pb, "%s/masks/img_%06d.png", b, i);
+        MT_CHECK(same_file(pa, pb), "masks/img_%06d.png differs", i);
+        uint8_t *cls = NULL, *pl[MT_SYNTH_N_STRUCTURES] = {0};
+        int h = 0, w = 0;
+        MT_CHECK_OK(mt_png_read_u8(pb, &cls, &h, &w));
+        bool ok = cls && h == H && w == W;
+        for (int s = 0; s < MT_SYNTH_N_STRUCTURES; s++) {
+            snprintf(pb, sizeof pb, "%s/masks_ml/%s/img_%06d.png", b, mt_synth_structures[s], i);
+            int ph = 0, pw = 0;
+            MT_CHECK_OK(mt_png_read_u8(pb, &pl[s], &ph, &pw));
+            ok = ok && pl[s] && ph == H && pw == W;
+        }
+        MT_CHECK(ok, "image %d: the structure masks are missing or mis-sized", i);
+        long bad = 0;
+        for (size_t k = 0; ok && k < (size_t)H * W; k++) {
+            uint8_t r = pl[0][k], l = pl[1][k], hh = pl[2][k];
+            int want = hh ? MT_SYNTH_HEART : r || l ? MT_SYNTH_LUNG : MT_SYNTH_BACKGROUND;
+            bad += cls[k] != want || (r != 0 && r != 255) || (l != 0 && l != 255) ||
+                   (hh != 0 && hh != 255);
+        }
+        MT_CHECK(bad == 0, "image %d: %ld pixels where the PNGs disagree", i, bad);
+        mt_free(cls);
+        for (int s = 0; s < MT_SYNTH_N_STRUCTURES; s++) mt_free(pl[s]);
+    }
+}
+
 static void test_cohort_bad_options(void) {
     char dir[128];
     snprintf(dir, sizeof dir, "%s/bad", tmp_root);
@@ -708,6 +808,8 @@ int main(void) {
     MT_RUN(test_cohort_labels_have_both_classes);
     MT_RUN(test_cohort_varying_sizes);
     MT_RUN(test_cohort_fixed_syntax_and_bits);
+    MT_RUN(test_structures);
+    MT_RUN(test_cohort_multilabel_masks);
     MT_RUN(test_cohort_bad_options);
     rm_rf(tmp_root);
     return mt_test_summary();

@@ -24,8 +24,14 @@ MONAI and the 0/1 mask is the target). With more classes MONAI has no direct equ
 DiceCELoss would one-hot to C-1 classes, and uses BCE only for one channel); the reference is the
 DiceLoss above on the foreground one-hot plus BCEWithLogitsLoss, which is what medtrain documents.
 
+Multi-label masks (opts "multilabel": true, only in those cases): the target is C 0/1 planes
+(N,C,H,W), one per structure, that may overlap and have no background; the head is sigmoid with C
+outputs and g is the planes themselves: DiceLoss(sigmoid=True) on g plus BCEWithLogitsLoss(z, g),
+the same formulas as the sigmoid head above with g given instead of one-hot.
+
 How this maps to mt_seg_loss_opts (src/train/segloss.h):
-    n_classes   = C (background included)       sigmoid    = head is "sigmoid" (else softmax)
+    n_classes   = C (background included; multi-label: structures)
+    sigmoid     = head is "sigmoid" (else softmax)   multilabel = opts "multilabel" (absent: false)
     include_bg  = include_background             squared    = squared_pred
     smooth_nr, smooth_dr, lambda_dice, lambda_ce = the MONAI arguments of the same names
 Where medtrain reports per image: mt_seg_loss_compute gives img_loss[i] = the loss of image i alone
@@ -38,7 +44,8 @@ Layouts: medtrain's logits are NHWC (n,S,S,K), torch's NCHW; the fixture holds N
 
 Fixture (tests/train/data/segloss_reference.json), per case: name, opts, n, S, weights (n),
 logits (n*S*S*K, NHWC, multiples of 1/32 so float32-exact and short), masks (a string of n*S*S
-digits), img_loss (n), batch_loss (MONAI over the real images), dlogits (n*S*S*K, NHWC).
+digits; multi-label: n*C*S*S digits 0/1, planes (n,C,S,S)), img_loss (n), batch_loss (MONAI over
+the real images), dlogits (n*S*S*K, NHWC).
 
 Regenerate: /work/torchenv/bin/python tests/oracles/segloss_oracle.py
 """
@@ -50,9 +57,13 @@ gen = torch.Generator().manual_seed(20240611)
 
 
 def dice_loss(z, y, o):
-    """MONAI DiceLoss(to_onehot_y=True, batch=False, reduction='mean'); z (N,K,H,W), y (N,H,W)."""
+    """MONAI DiceLoss(to_onehot_y=True, batch=False, reduction='mean'); z (N,K,H,W), y (N,H,W)
+    (multi-label: DiceLoss(sigmoid=True) with y (N,C,H,W) the 0/1 target itself)."""
     C = o["n_classes"]
-    if o["sigmoid"]:
+    if o.get("multilabel"):
+        p = torch.sigmoid(z)
+        g = y.to(z.dtype)
+    elif o["sigmoid"]:
         p = torch.sigmoid(z)
         g = torch.nn.functional.one_hot(y, C).permute(0, 3, 1, 2)[:, 1:].to(z.dtype)
     else:
@@ -69,6 +80,8 @@ def dice_loss(z, y, o):
 
 
 def ce_loss(z, y, o):
+    if o.get("multilabel"):
+        return torch.nn.BCEWithLogitsLoss(reduction="mean")(z, y.to(z.dtype))
     if o["sigmoid"]:
         g = torch.nn.functional.one_hot(y, o["n_classes"]).permute(0, 3, 1, 2)[:, 1:].to(z.dtype)
         return torch.nn.BCEWithLogitsLoss(reduction="mean")(z, g)
@@ -86,14 +99,19 @@ def dice_ce_loss(z, y, o):
 
 
 def outputs(o):
+    if o.get("multilabel"):
+        return o["n_classes"]
     return o["n_classes"] - 1 if o["sigmoid"] else o["n_classes"]
 
 
 def make_opts(C, sigmoid=False, include_bg=False, squared=False, smooth_nr=1e-5, smooth_dr=1e-5,
-              lambda_dice=1.0, lambda_ce=1.0):
-    return dict(n_classes=C, sigmoid=sigmoid, include_bg=include_bg, squared=squared,
-                smooth_nr=smooth_nr, smooth_dr=smooth_dr, lambda_dice=lambda_dice,
-                lambda_ce=lambda_ce)
+              lambda_dice=1.0, lambda_ce=1.0, multilabel=False):
+    o = dict(n_classes=C, sigmoid=sigmoid, include_bg=include_bg, squared=squared,
+             smooth_nr=smooth_nr, smooth_dr=smooth_dr, lambda_dice=lambda_dice,
+             lambda_ce=lambda_ce)
+    if multilabel:  # only in multi-label cases: the others stay as they were
+        o["multilabel"] = True
+    return o
 
 
 def grid(x):
@@ -149,12 +167,19 @@ def short(x):
 cases = []
 
 
+def random_planes(n, S, C, p=0.4):
+    """Independent 0/1 planes (n,C,S,S): structures overlap wherever two planes are both 1."""
+    return (torch.rand(n, C, S, S, generator=gen) < p).long()
+
+
 def add(name, o, n, S, weights=None, logits=None, masks=None):
     K = outputs(o)
-    masks = random_masks(n, S, o["n_classes"]) if masks is None else masks
+    ml = o.get("multilabel", False)
+    if masks is None:
+        masks = random_planes(n, S, K) if ml else random_masks(n, S, o["n_classes"])
     logits = random_logits(n, S, K) if logits is None else logits
     weights = [1.0] * n if weights is None else weights
-    assert logits.shape == (n, S, S, K) and masks.shape == (n, S, S)
+    assert logits.shape == (n, S, S, K) and masks.shape == ((n, K, S, S) if ml else (n, S, S))
     assert torch.equal(logits.float().double(), logits)
     img_loss, batch, dl = reference(o, logits, masks, weights)
     cases.append({
@@ -202,6 +227,18 @@ add("softmax3_padding", make_opts(3, lambda_dice=0.8, lambda_ce=1.1), 4, 6,
 add("sigmoid2_padding", make_opts(2, sigmoid=True), 3, 7, weights=[0.5, 2.0, 0.0])
 add("sigmoid3_padding_dice_only", make_opts(3, sigmoid=True, lambda_ce=0.0), 3, 5,
     weights=[1.0, 0.0, 1.0])
+# Multi-label masks: overlapping 0/1 planes as the target, sigmoid head, one output per plane.
+add("multilabel3_overlap", make_opts(3, sigmoid=True, multilabel=True), 2, 7)
+add("multilabel2_squared_padding", make_opts(2, sigmoid=True, multilabel=True, squared=True,
+    smooth_nr=0.5, smooth_dr=0.75, lambda_dice=0.6, lambda_ce=1.4), 3, 6, weights=[1.0, 0.0, 1.0])
+# Nested and identical structures, one empty in image 1; and a single structure.
+m = random_planes(2, 6, 4)
+m[:, 1] &= m[:, 0]  # plane 1 inside plane 0
+m[:, 2] = m[:, 0]   # plane 2 is plane 0
+m[1, 3] = 0         # plane 3 absent from image 1
+add("multilabel4_nested_same_absent", make_opts(4, sigmoid=True, multilabel=True), 2, 6,
+    masks=m)
+add("multilabel1_dice_only", make_opts(1, sigmoid=True, multilabel=True, lambda_ce=0.0), 2, 8)
 
 here = os.path.dirname(os.path.abspath(__file__))
 path = os.path.join(here, "..", "train", "data", "segloss_reference.json")

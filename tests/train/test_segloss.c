@@ -5,7 +5,9 @@
  * loss and n_real * d(batch loss)/d(logits), computed in float64 with torch autograd. The cases
  * cover softmax with and without the background in the Dice, squared denominators, custom smooth
  * terms, lambda weights (Dice only, CE only), sigmoid heads with 1 and 2 outputs, classes absent
- * from an image, saturated logits (|z| ~ 30) and padding images (weight 0).
+ * from an image, saturated logits (|z| ~ 30), padding images (weight 0), and multi-label masks
+ * (overlapping 0/1 planes as the target: random overlaps, nested and identical structures, an
+ * absent one, a single structure).
  *
  * Tolerances. medtrain works in f32 with double accumulation of the Dice sums and CE means:
  *   - a loss is a handful of f32 roundings (sums, mean, the per-image CE stored as a float) of
@@ -25,6 +27,7 @@
 
 #include "medtrain/json.h"
 #include "medtrain/mem.h"
+#include "medtrain/rng.h"
 #include "train/segloss.h"
 #include "mt_test.h"
 
@@ -72,6 +75,7 @@ static bool case_load(const cJSON *j, seg_case *c) {
     const cJSON *o = cJSON_GetObjectItem(j, "opts");
     c->o = (mt_seg_loss_opts){.n_classes = (int)num(o, "n_classes"),
                               .sigmoid = num(o, "sigmoid") != 0,
+                              .multilabel = num(o, "multilabel") != 0,
                               .include_bg = num(o, "include_bg") != 0,
                               .squared = num(o, "squared") != 0,
                               .smooth_nr = num(o, "smooth_nr"),
@@ -82,16 +86,17 @@ static bool case_load(const cJSON *j, seg_case *c) {
     c->batch_loss = num(j, "batch_loss");
     size_t px = (size_t)c->n * c->S * c->S;
     c->elems = px * c->K;
+    size_t mask_len = c->o.multilabel ? px * c->K : px; /* planes (n,K,S,S) or indices (n,S,S) */
     c->logits = malloc(c->elems * sizeof(float));
     c->want_d = malloc(c->elems * sizeof(float));
     c->weights = malloc(c->n * sizeof(float));
     c->want_loss = malloc(c->n * sizeof(double));
-    c->masks = malloc(px);
+    c->masks = malloc(mask_len);
     const char *m = cJSON_GetStringValue(cJSON_GetObjectItem(j, "masks"));
     if (!c->name || !c->logits || !c->want_d || !c->weights || !c->want_loss || !c->masks || !m ||
-        strlen(m) != px)
+        strlen(m) != mask_len)
         return false;
-    for (size_t p = 0; p < px; p++) c->masks[p] = (uint8_t)(m[p] - '0');
+    for (size_t p = 0; p < mask_len; p++) c->masks[p] = (uint8_t)(m[p] - '0');
     return read_floats(cJSON_GetObjectItem(j, "logits"), c->elems, c->logits, NULL) &&
            read_floats(cJSON_GetObjectItem(j, "dlogits"), c->elems, c->want_d, NULL) &&
            read_floats(cJSON_GetObjectItem(j, "weights"), c->n, c->weights, NULL) &&
@@ -112,7 +117,7 @@ static void check_case(mt_ctx *ctx, const seg_case *c, worst *w) {
         int n2 = c->n + 1, S2 = c->S + 2;
         size_t px2 = (size_t)n2 * S2 * S2;
         float *z2 = calloc(px2 * c->K, sizeof(float)), w2[8];
-        uint8_t *m2 = calloc(px2, 1);
+        uint8_t *m2 = calloc(px2 * c->K, 1);
         double loss2[8];
         for (int i = 0; i < n2; i++) w2[i] = 1;
         MT_CHECK_OK(mt_seg_loss_compute(l, ctx, z2, m2, w2, n2, S2, "warm-up", NULL, loss2, z2));
@@ -181,7 +186,7 @@ static void test_losses_match_monai(void) {
     if (!ref) return;
     mt_ctx ctx;
     MT_CHECK_OK(mt_ctx_init(&ctx, MT_CPU, 0, 2));
-    int n_cases = 0, n_sigmoid = 0, n_padding = 0;
+    int n_cases = 0, n_sigmoid = 0, n_padding = 0, n_multilabel = 0;
     worst all = {0, 0};
     const cJSON *j;
     cJSON_ArrayForEach(j, cJSON_GetObjectItem(ref, "cases")) {
@@ -195,6 +200,7 @@ static void test_losses_match_monai(void) {
                    w.grad);
             all.loss = fmax(all.loss, w.loss), all.grad = fmax(all.grad, w.grad);
             n_sigmoid += c.o.sigmoid;
+            n_multilabel += c.o.multilabel;
             for (int i = 0; i < c.n; i++)
                 if (c.weights[i] <= 0) {
                     n_padding++;
@@ -206,9 +212,10 @@ static void test_losses_match_monai(void) {
     }
     printf("  all cases: worst loss rel err %.2e (tol %g), worst dlogits err %.2e (tol %g)\n",
            all.loss, LOSS_TOL, all.grad, GRAD_TOL);
-    MT_CHECK(n_cases == 20, "found %d cases", n_cases);
+    MT_CHECK(n_cases == 24, "found %d cases", n_cases);
     MT_CHECK(n_sigmoid >= 3 && n_padding >= 2, "%d sigmoid cases, %d with padding", n_sigmoid,
              n_padding);
+    MT_CHECK(n_multilabel == 4, "%d multi-label cases", n_multilabel);
     mt_ctx_free(&ctx);
     cJSON_Delete(ref);
 }
@@ -275,6 +282,76 @@ static void test_all_padding_batch(void) {
     mt_ctx_free(&ctx);
 }
 
+/* A class-index mask as multi-label planes (plane c = (mask == c + 1)) through a multi-label loss
+ * gives the sigmoid head's losses and gradients to the bit: the planes are g itself. */
+static void test_multilabel_equals_index_sigmoid(void) {
+    mt_ctx ctx;
+    MT_CHECK_OK(mt_ctx_init(&ctx, MT_CPU, 0, 1));
+    enum { N = 3, S = 6, C = 4, K = C - 1, P = S * S };
+    float z[N * P * K], d1[N * P * K], d2[N * P * K], w[N] = {1, 0, 2};
+    uint8_t m[N * P], planes[N * K * P];
+    double l1[N], l2[N];
+    mt_rng r;
+    mt_rng_init(&r, 5, 0, 0);
+    for (int e = 0; e < N * P * K; e++) z[e] = 4 * mt_rng_uniform(&r) - 2;
+    for (int p = 0; p < N * P; p++) m[p] = (uint8_t)mt_rng_below(&r, C);
+    for (int i = 0; i < N; i++)
+        for (int c = 0; c < K; c++)
+            for (int p = 0; p < P; p++) planes[(i * K + c) * P + p] = m[i * P + p] == c + 1;
+    for (int squared = 0; squared <= 1; squared++) {
+        mt_seg_loss_opts o = default_opts();
+        o.n_classes = C, o.sigmoid = true, o.squared = squared;
+        mt_seg_loss *a = NULL, *b = NULL;
+        MT_CHECK_OK(mt_seg_loss_create(&o, &a));
+        o.multilabel = true, o.n_classes = K;
+        MT_CHECK_OK(mt_seg_loss_create(&o, &b));
+        MT_CHECK(mt_seg_loss_outputs(&o) == K);
+        if (!a || !b) continue;
+        MT_CHECK_OK(mt_seg_loss_compute(a, &ctx, z, m, w, N, S, "index", NULL, l1, d1));
+        MT_CHECK_OK(mt_seg_loss_compute(b, &ctx, z, planes, w, N, S, "planes", NULL, l2, d2));
+        MT_CHECK(memcmp(l1, l2, sizeof l1) == 0 && memcmp(d1, d2, sizeof d1) == 0,
+                 "squared %d: multi-label planes differ from the index sigmoid head", squared);
+        MT_CHECK(l1[1] == 0 && l1[0] > 0 && l1[2] > 0);
+        mt_seg_loss_free(a);
+        mt_seg_loss_free(b);
+    }
+    mt_ctx_free(&ctx);
+}
+
+/* Multi-label: a softmax head or no class is refused; a plane value other than 0/1 fails naming
+ * the source, the image and the class; one structure is allowed. */
+static void test_multilabel_errors(void) {
+    mt_seg_loss_opts o = default_opts();
+    o.multilabel = true;
+    mt_seg_loss *l = NULL;
+    MT_CHECK_FAILS(mt_seg_loss_create(&o, &l), MT_ERR_ARG, "multi-label", "sigmoid head");
+    MT_CHECK(l == NULL);
+    o.sigmoid = true, o.n_classes = 0;
+    MT_CHECK_FAILS(mt_seg_loss_create(&o, &l), MT_ERR_ARG, "0 multi-label classes");
+    o.n_classes = 1;
+    MT_CHECK_OK(mt_seg_loss_create(&o, &l));
+    MT_CHECK(mt_seg_loss_outputs(&o) == 1);
+    mt_seg_loss_free(l);
+    l = NULL;
+    o.n_classes = 2;
+    MT_CHECK_OK(mt_seg_loss_create(&o, &l));
+    if (!l) return;
+    mt_ctx ctx;
+    MT_CHECK_OK(mt_ctx_init(&ctx, MT_CPU, 0, 1));
+    enum { N = 2, S = 3, K = 2, P = S * S };
+    float z[N * P * K] = {0}, d[N * P * K], w[N] = {1, 1};
+    uint8_t m[N * K * P] = {0};
+    double loss[N];
+    int64_t idx[N] = {4, 42};
+    m[(1 * K + 1) * P + 3] = 2; /* image 1 (pack index 42), class 1 */
+    MT_CHECK_FAILS(mt_seg_loss_compute(l, &ctx, z, m, w, N, S, "ml.pack", idx, loss, d),
+                   MT_ERR_FORMAT, "ml.pack", "image 42", "multi-label mask value 2", "class 1");
+    w[1] = 0; /* padding is not checked */
+    MT_CHECK_OK(mt_seg_loss_compute(l, &ctx, z, m, w, N, S, "ml.pack", idx, loss, d));
+    mt_ctx_free(&ctx);
+    mt_seg_loss_free(l);
+}
+
 static void test_create_rejects_bad_options(void) {
     struct {
         const char *what, *msg;
@@ -322,6 +399,8 @@ int main(int argc, char **argv) {
     MT_RUN(test_losses_match_monai);
     MT_RUN(test_bad_mask_names_source_and_image);
     MT_RUN(test_all_padding_batch);
+    MT_RUN(test_multilabel_equals_index_sigmoid);
+    MT_RUN(test_multilabel_errors);
     MT_RUN(test_create_rejects_bad_options);
     return mt_test_summary();
 }

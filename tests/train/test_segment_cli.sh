@@ -8,6 +8,10 @@
 #     classes and the U-Net options; eval (2 ranks, run dir and checkpoint) writes metrics.json,
 #     cases.csv and K overlay PNGs, with the same numbers;
 #   - a sigmoid head and the dice/ce losses alone train; bilinear upsampling trains;
+#   - multi-label masks (synth --multilabel-masks, pack --mask-layout multilabel: right lung, left
+#     lung and heart, overlapping) train with a sigmoid head on 2 ranks (1 x 8 = 2 x 4 with
+#     instance norm), validate and evaluate per structure (metrics, cases, overlays); a softmax
+#     head on them fails naming model.head and the pack, and so does evaluating a softmax model;
 #   - bad inputs fail with clear messages: a pack without masks, a classifier architecture, an
 #     input size that is not a multiple of 2^depth (naming the nearest valid sizes), an unknown
 #     --empty value, a model whose classes differ from the pack's.
@@ -21,7 +25,8 @@ source "$(dirname "$0")/../lib.sh"
 cohort=$tmp/cohort
 printf 'medtrain-test-site-key-02-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx' >"$tmp/site.key"
 chmod 600 "$tmp/site.key"
-run synth 0 "$tmp/synth.log" -- "$medtrain" synth --out "$cohort" --n 64 --size 96,96 --seed 4 || exit 1
+run synth 0 "$tmp/synth.log" -- "$medtrain" synth --out "$cohort" --n 64 --size 96,96 --seed 4 \
+  --multilabel-masks || exit 1
 run pack_masks 0 "$tmp/pack.log" -- "$mpiexec" -n 2 "$medtrain" pack --dicom "$cohort/dicom" \
   --masks "$cohort/masks" --mask-classes background,lung,heart --size 32 --split 70,15,15 \
   --key-file "$tmp/site.key" --out "$tmp/pack.h5" || exit 1
@@ -33,6 +38,9 @@ run pack_no_masks 0 "$tmp/pack_nm.log" -- "$medtrain" pack --dicom "$cohort/dico
 run pack_other_classes 0 "$tmp/pack_oc.log" -- "$medtrain" pack --dicom "$cohort/dicom" \
   --masks "$cohort/masks" --mask-classes background,left,right --size 32 \
   --key-file "$tmp/site.key" --out "$tmp/pack_oc.h5"
+run pack_multilabel 0 "$tmp/pack_ml.log" -- "$mpiexec" -n 2 "$medtrain" pack --dicom "$cohort/dicom" \
+  --masks "$cohort/masks_ml" --mask-layout multilabel --mask-classes right_lung,left_lung,heart \
+  --size 32 --split 70,15,15 --key-file "$tmp/site.key" --out "$tmp/pack_ml.h5"
 
 cat >"$tmp/job.yaml" <<EOF
 task: segment
@@ -140,6 +148,43 @@ expect_in sigmoid_head_eval_dice "$tmp/se.log" 'mean Dice = [0-9.]+'
 run dice_only 0 "$tmp/d.log" -- "${train[@]}" run.dir="$tmp/rd" train.loss=dice "${short[@]}"
 run ce_only 0 "$tmp/c.log" -- "${train[@]}" run.dir="$tmp/rc" train.loss=ce "${short[@]}"
 run bilinear 0 "$tmp/b.log" -- "${train2[@]}" run.dir="$tmp/rb" model.upsample=bilinear "${short[@]}"
+
+# ---- multi-label masks: a sigmoid output per structure --------------------------------------------
+ml=(data.pack="$tmp/pack_ml.h5" model.head=sigmoid model.norm=instance train.steps=6
+    train.warmup_steps=0 checkpoint.every=6)
+run ml_train_1_rank 0 "$tmp/ml1.log" -- "${train[@]}" run.dir="$tmp/ml1" "${ml[@]}"
+run ml_train_2_ranks 0 "$tmp/ml2.log" -- "${train2[@]}" run.dir="$tmp/ml2" "${ml[@]}"
+compare_losses ml_same_losses_1x8_2x4 "$tmp/ml1" "$tmp/ml2" 6
+expect_in ml_validation_dice_per_structure "$tmp/ml2/log.jsonl" '"val_dice_right_lung":[0-9.e-]+,"val_dice_left_lung":[0-9.e-]+,"val_dice_heart":[0-9.e-]+'
+expect_in ml_export_classes "$tmp/ml2/model/config.json" '"class_names":[[:space:]]*\["right_lung",[[:space:]]*"left_lung",[[:space:]]*"heart"\]'
+expect_in ml_export_layout "$tmp/ml2/model/config.json" '"mask_layout":[[:space:]]*"multilabel"'
+expect_in ml_export_outputs "$tmp/ml2/model/config.json" '"num_outputs":[[:space:]]*3'
+expect_in ml_card_structures "$tmp/ml2/model/README.md" 'Segmentation of anatomical structures \(right_lung, left_lung, heart\)'
+run ml_eval_2_ranks 0 "$tmp/mle.log" -- "$mpiexec" -n 2 "$medtrain" eval "$tmp/ml2" --split test \
+  --out "$tmp/mlev" --overlays 2
+expect_in ml_eval_mean_dice "$tmp/mle.log" 'mean Dice = [0-9.]+'
+expect_in ml_eval_table "$tmp/mle.log" '^heart +[0-9.]+ +[0-9.]+'
+flat "$tmp/mlev/metrics.json"
+expect_in ml_eval_metrics_structures "$tmp/mlev/metrics.json.flat" '"classes":\{"right_lung":\{"dice":\{"mean":[0-9.e-]+,"n":[0-9]+\}.*"left_lung":\{.*"heart":\{"dice"'
+expect_in ml_eval_metrics_layout "$tmp/mlev/metrics.json.flat" '"mask_layout":"multilabel"'
+expect_in ml_eval_cases_header "$tmp/mlev/cases.csv" '^index,case_id,dice_right_lung,iou_right_lung,hd95_px_right_lung,hd95_mm_right_lung,dice_left_lung,.*,hd95_mm_heart$'
+n_png=$(ls "$tmp/mlev/overlays" 2>/dev/null | grep -c '\.png$')
+if [ "$n_png" = 2 ]; then ok ml_eval_two_overlays; else bad ml_eval_two_overlays "$n_png overlay PNGs"; fi
+run ml_eval_checkpoint 0 "$tmp/mle2.log" -- "$medtrain" eval "$tmp/ml2/ckpt/step_00000006" --split test --out "$tmp/mlev2" --overlays 0
+expect_in ml_eval_checkpoint_same "$tmp/mle2.log" "$(grep -o 'mean Dice = [0-9.]*' "$tmp/mle.log" | head -1)"
+run ml_softmax_head 1 "$tmp/mls.log" -- "${train2[@]}" run.dir="$tmp/mls" data.pack="$tmp/pack_ml.h5" model.head=softmax
+expect_in ml_softmax_head_message "$tmp/mls.log" 'model.head: .*pack_ml.h5 has multi-label masks .*needs model.head: sigmoid, not softmax'
+run ml_eval_softmax_model 1 "$tmp/mles.log" -- "$mpiexec" -n 2 "$medtrain" eval "$tmp/r2" --pack "$tmp/pack_ml.h5" --overlays 0
+expect_in ml_eval_softmax_model_message "$tmp/mles.log" 'pack_ml.h5 has multi-label masks .*softmax head'
+
+# one structure in a multi-label pack: a binary model whose export evaluates
+run pack_one_structure 0 "$tmp/pack_one.log" -- "$medtrain" pack --dicom "$cohort/dicom" \
+  --masks "$cohort/masks_ml" --mask-layout multilabel --mask-classes heart --size 32 \
+  --split 70,15,15 --key-file "$tmp/site.key" --out "$tmp/pack_one.h5"
+run one_structure_train 0 "$tmp/one.log" -- "${train[@]}" run.dir="$tmp/one" data.pack="$tmp/pack_one.h5" \
+  model.head=sigmoid train.steps=2 train.warmup_steps=0 checkpoint.every=100
+run one_structure_eval 0 "$tmp/onee.log" -- "$medtrain" eval "$tmp/one" --out "$tmp/oneev" --overlays 1
+expect_in one_structure_eval_table "$tmp/onee.log" '^heart +[0-9.]+'
 
 # ---- bad inputs -----------------------------------------------------------------------------------
 run no_masks 1 "$tmp/bad1.log" -- "${train2[@]}" run.dir="$tmp/x1" data.pack="$tmp/pack_nm.h5"
