@@ -1,5 +1,6 @@
-/* Convolution benchmark: forward, backward-data and backward-filter of typical ResNet-18/50
- * layers (NHWC, f32, CPU backend), each against the GEMM it amounts to, timed in the same run.
+/* Convolution benchmark: forward, backward-data and backward-filter of typical ResNet-18/50 and
+ * U-Net layers (NHWC, f32, CPU backend), each against the GEMM it amounts to, timed in the same
+ * run.
  *
  * A convolution of output pixels M = N*P*Q, filters K and im2col rows of L = R*S*C/groups does
  * 2*M*K*L flops in each of its three passes, the same as the GEMMs
@@ -8,14 +9,17 @@
  *     backward filter  (K, M) x (M, L)      dw = dy^T col
  * Each pass is reported in GFLOP/s and as a percentage of cblas_sgemm on exactly that GEMM with
  * the operands already laid out (no im2col, no col2im): what is left is the cost of the layout
- * work around the GEMM. The reference GEMM runs the way the convolutions run theirs: split
+ * work around the GEMM. The flops are always those of the direct convolution, so a pass that does
+ * fewer multiplications (Winograd, for 3x3 stride-1 layers) shows as an effective rate above the
+ * GEMM's, over 100 %. The reference GEMM runs the way the convolutions run theirs: split
  * between the OpenMP threads, each making a single-threaded OpenBLAS call (the first lines
  * compare that with OpenBLAS's own threading on a square GEMM). Convolution and GEMM runs
  * alternate and the best of each counts, so that a noisy neighbour hits both alike. Depthwise
  * layers have no useful GEMM equivalent and report GFLOP/s only.
  *
  *   bench_conv [--threads T] [--batch N] [--reps R] [--layers i,j,...] [--chunk-kib K]
- * Prints a table and one JSON line per layer. */
+ * Prints a table and one JSON line per layer. --batch overrides every layer's own batch (32 for the
+ * ResNet layers, 8 for the U-Net ones, as bench_train.sh and bench_unet.sh train them). */
 #include <cblas.h>
 #include <omp.h>
 #include <stdio.h>
@@ -30,22 +34,29 @@
 
 typedef struct layer {
     const char *name;
-    int h, w, c, k, r, s, stride, pad, groups;
+    int batch, h, w, c, k, r, s, stride, pad, groups;
 } layer;
 
-/* batch-32 shapes of ResNet-18/50 at 224x224 (and a grayscale stem: medical images) */
+/* ResNet-18/50 at 224x224, batch 32 (and a grayscale stem: medical images); the U-Net of
+ * bench_unet.sh (16..256 channels, all 3x3 stride 1) at 256x256, batch 8 */
 static const layer LAYERS[] = {
-    {"stem 7x7/2, C=1", 224, 224, 1, 64, 7, 7, 2, 3, 1},
-    {"stem 7x7/2, C=3", 224, 224, 3, 64, 7, 7, 2, 3, 1},
-    {"56x56x64 3x3", 56, 56, 64, 64, 3, 3, 1, 1, 1},
-    {"28x28x128 3x3", 28, 28, 128, 128, 3, 3, 1, 1, 1},
-    {"14x14x256 3x3", 14, 14, 256, 256, 3, 3, 1, 1, 1},
-    {"7x7x512 3x3", 7, 7, 512, 512, 3, 3, 1, 1, 1},
-    {"56x56x64 3x3/2 ->128", 56, 56, 64, 128, 3, 3, 2, 1, 1},
-    {"56x56 64->256 1x1", 56, 56, 64, 256, 1, 1, 1, 0, 1},
-    {"56x56 256->64 1x1", 56, 56, 256, 64, 1, 1, 1, 0, 1},
-    {"56x56 256->512 1x1/2", 56, 56, 256, 512, 1, 1, 2, 0, 1},
-    {"56x56x144 dw 3x3", 56, 56, 144, 144, 3, 3, 1, 1, 144},
+    {"stem 7x7/2, C=1", 32, 224, 224, 1, 64, 7, 7, 2, 3, 1},
+    {"stem 7x7/2, C=3", 32, 224, 224, 3, 64, 7, 7, 2, 3, 1},
+    {"56x56x64 3x3", 32, 56, 56, 64, 64, 3, 3, 1, 1, 1},
+    {"28x28x128 3x3", 32, 28, 28, 128, 128, 3, 3, 1, 1, 1},
+    {"14x14x256 3x3", 32, 14, 14, 256, 256, 3, 3, 1, 1, 1},
+    {"7x7x512 3x3", 32, 7, 7, 512, 512, 3, 3, 1, 1, 1},
+    {"56x56x64 3x3/2 ->128", 32, 56, 56, 64, 128, 3, 3, 2, 1, 1},
+    {"56x56 64->256 1x1", 32, 56, 56, 64, 256, 1, 1, 1, 0, 1},
+    {"56x56 256->64 1x1", 32, 56, 56, 256, 64, 1, 1, 1, 0, 1},
+    {"56x56 256->512 1x1/2", 32, 56, 56, 256, 512, 1, 1, 2, 0, 1},
+    {"56x56x144 dw 3x3", 32, 56, 56, 144, 144, 3, 3, 1, 1, 144},
+    {"unet 256x256x16 3x3", 8, 256, 256, 16, 16, 3, 3, 1, 1, 1},
+    {"unet 256x256 32->16", 8, 256, 256, 32, 16, 3, 3, 1, 1, 1},
+    {"unet 128x128x32 3x3", 8, 128, 128, 32, 32, 3, 3, 1, 1, 1},
+    {"unet 64x64x64 3x3", 8, 64, 64, 64, 64, 3, 3, 1, 1, 1},
+    {"unet 32x32x128 3x3", 8, 32, 32, 128, 128, 3, 3, 1, 1, 1},
+    {"unet 16x16x256 3x3", 8, 16, 16, 256, 256, 3, 3, 1, 1, 1},
 };
 #define NLAYERS ((int)(sizeof LAYERS / sizeof LAYERS[0]))
 
@@ -143,13 +154,13 @@ static void compare_threading(int threads) {
 }
 
 int main(int argc, char **argv) {
-    int threads = 1, batch = 32, reps = 3;
+    int threads = 1, batch_arg = 0, reps = 3;
     char which[256] = "";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--threads") == 0)
             threads = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--batch") == 0)
-            batch = atoi(argv[i + 1]);
+            batch_arg = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--reps") == 0)
             reps = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--layers") == 0)
@@ -158,12 +169,15 @@ int main(int argc, char **argv) {
             mt_cpu_conv_set_chunk_bytes((size_t)atol(argv[i + 1]) << 10);
     }
     if (threads < 1) threads = 1;
-    if (batch < 1) batch = 1;
     if (reps < 1) reps = 1;
     mt_ctx ctx;
     if (mt_ctx_init(&ctx, MT_CPU, 0, threads) != MT_OK) die("context");
-    printf("conv f32 NHWC, batch %d, %d thread%s, best of %d\n", batch, threads,
-           threads > 1 ? "s" : "", reps);
+    if (batch_arg > 0)
+        printf("conv f32 NHWC, batch %d, %d thread%s, best of %d\n", batch_arg, threads,
+               threads > 1 ? "s" : "", reps);
+    else
+        printf("conv f32 NHWC, batch 32 (ResNet) / 8 (U-Net), %d thread%s, best of %d\n", threads,
+               threads > 1 ? "s" : "", reps);
     compare_threading(threads);
     printf("%-22s %7s | %9s %6s | %9s %6s | %9s %6s | %9s %6s\n", "layer", "GFLOP", "fwd GF/s",
            "%gemm", "bwd_d GF/s", "%gemm", "bwd_f GF/s", "%gemm", "all GF/s", "%gemm");
@@ -172,6 +186,7 @@ int main(int argc, char **argv) {
         snprintf(key, sizeof key, ",%d,", li);
         if (which[0] && !strstr(which, key)) continue;
         const layer *L = &LAYERS[li];
+        const int batch = batch_arg > 0 ? batch_arg : L->batch;
         mt_conv2d_params cp = {L->stride, L->stride, L->pad, L->pad, 1, 1, L->groups};
         int64_t p = mt_conv2d_out_dim(L->h, L->r, L->stride, L->pad, 1);
         int64_t q = mt_conv2d_out_dim(L->w, L->s, L->stride, L->pad, 1);

@@ -143,8 +143,9 @@ struct mt_backend {
 };
 
 extern const mt_backend mt_cpu_backend;
-/* For tests and benchmarks: the CPU convolutions' im2col buffer size per chunk (0 restores the
- * default). Tiny values force many chunks, which exercises chunk boundaries on small shapes. */
+/* For tests and benchmarks: the CPU convolutions' im2col buffer size per chunk, which also bounds
+ * the Winograd tile blocks (0 restores the defaults). Tiny values force many chunks and blocks,
+ * which exercises their boundaries on small shapes. */
 void mt_cpu_conv_set_chunk_bytes(size_t bytes);
 #ifdef MEDTRAIN_HAVE_CUDA
 extern const mt_backend mt_cuda_backend;

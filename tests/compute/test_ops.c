@@ -1684,6 +1684,38 @@ static void test_conv(void) {
     conv_case(1, 30, 34, 3, 64, 7, 7, CONV(2, 2, 3, 3, 1, 1, 1), true, 0, false);
 }
 
+/* 3x3 stride-1 convolutions of at least 8 channels and filters run Winograd F(2x2, 3x3) on the
+ * CPU: the filter gradient always, the forward and backward data (whose transposed convolution
+ * has padding 2 - pad) where the output is at least 8x8. 2x2 output tiles over 4x4 input patches,
+ * the last tile row and column cut off where the output is odd, padding read as zeros, tiles in
+ * blocks of a fixed size; filter gradients summed in fixed partial sums or, past 8192 filter
+ * channel pairs, block by block. */
+static void test_conv_winograd(void) {
+    rng_seed(21);
+    const mt_conv2d_params same = CONV(1, 1, 1, 1, 1, 1, 1);
+    conv_case(1, 8, 8, 8, 8, 3, 3, same, true, 0, true);                         /* smallest */
+    conv_case(2, 9, 11, 8, 12, 3, 3, same, true, 0, true);                       /* odd output */
+    conv_case(1, 12, 10, 9, 8, 3, 3, CONV(1, 1, 0, 0, 1, 1, 1), true, 0, true);  /* pad 0 | 2 */
+    conv_case(1, 8, 9, 10, 8, 3, 3, CONV(1, 1, 2, 2, 1, 1, 1), false, 0, true);  /* pad 2 | 0 */
+    conv_case(2, 11, 8, 8, 9, 3, 3, CONV(1, 1, 0, 2, 1, 1, 1), true, 0, false);  /* pad 0x2 */
+    conv_case(1, 9, 10, 8, 8, 3, 3, CONV(1, 1, 2, 1, 1, 1, 1), false, 0, false); /* pad 2x1 */
+    conv_case(1, 8, 8, 8, 8, 3, 3, CONV(1, 1, 3, 3, 1, 1, 1), true, 0, false);   /* pad 3 */
+    /* blocks of a few tiles (the last one partial, starting mid-row and mid-image) */
+    conv_case(3, 9, 13, 8, 12, 3, 3, same, true, 37, false);
+    conv_case(2, 10, 9, 16, 8, 3, 3, CONV(1, 1, 0, 1, 1, 1, 1), false, 3, false);
+    /* larger: several blocks at the default size, a team of threads; where U_xi is packed
+     * (C*K > 62500), blocks of many tiles */
+    conv_case(3, 20, 17, 32, 24, 3, 3, same, true, 0, false);
+    conv_case(2, 16, 16, 64, 64, 3, 3, same, false, 0, false);
+    conv_case(2, 9, 8, 256, 264, 3, 3, same, true, 0, false);
+    conv_case(2, 9, 8, 96, 100, 3, 3, same, false, 20, false); /* blocks of 5 tiles */
+    /* just outside: 7 channels, 7 filters (im2col), a 7-pixel output (im2col but the filter
+     * gradient) */
+    conv_case(1, 9, 9, 7, 8, 3, 3, same, true, 0, false);
+    conv_case(1, 9, 9, 8, 7, 3, 3, same, true, 0, false);
+    conv_case(2, 7, 12, 8, 8, 3, 3, same, true, 0, false);
+}
+
 /* The geometry helpers against PyTorch's numbers. */
 static void test_conv_pool_geometry(void) {
     MT_CHECK(mt_conv2d_out_dim(224, 7, 2, 3, 1) == 112);
@@ -3633,6 +3665,28 @@ static void test_determinism(void) {
     memset(cf.out[0].data, 0, mt_tensor_bytes(&cf.out[0]));
     memset(cf.out[1].data, 0, mt_tensor_bytes(&cf.out[1]));
     same_for_threads("thin filter gradients", call_conv_bwd_filter, &thin, &cf);
+    /* Winograd (3x3, stride 1): blocks of tiles taken by threads as they come free */
+    conv_p wg = {CONV(1, 1, 1, 1, 1, 1, 1), true};
+    io wf = {.nin = 3, .nout = 1};
+    wf.in[0] = HT(MT_F32, 3, 20, 22, 24);
+    wf.in[1] = HT(MT_F32, 32, 3, 3, 24);
+    wf.in[2] = HT(MT_F32, 32);
+    for (int i = 0; i < 3; i++) fill_normal(&wf.in[i], 1);
+    wf.out[0] = HT(MT_F32, 3, 20, 22, 32);
+    same_for_threads("winograd forward", call_conv_fwd, &wg, &wf);
+    io wd = {.nin = 2, .nout = 1, .in = {HT(MT_F32, 3, 20, 22, 32), wf.in[1]}, .out = {wf.in[0]}};
+    fill_normal(&wd.in[0], 1);
+    same_for_threads("winograd backward data", call_conv_bwd_data, &wg, &wd);
+    io wb = {.nin = 2, .nout = 2}; /* a filter gradient too large for partial sums */
+    wb.in[0] = HT(MT_F32, 4, 16, 16, 96);
+    wb.in[1] = HT(MT_F32, 4, 16, 16, 96);
+    fill_normal(&wb.in[0], 1);
+    fill_normal(&wb.in[1], 1);
+    wb.out[0] = HT(MT_F32, 96, 3, 3, 96);
+    wb.out[1] = HT(MT_F32, 96);
+    memset(wb.out[0].data, 0, mt_tensor_bytes(&wb.out[0]));
+    memset(wb.out[1].data, 0, mt_tensor_bytes(&wb.out[1]));
+    same_for_threads("winograd filter gradients by blocks", call_conv_bwd_filter, &wg, &wb);
     io bs = {
         .nin = 1, .nout = 2, .in = {HT(MT_F32, 3001, 70)}, .out = {HT(MT_F32, 70), HT(MT_F32, 70)}};
     fill_normal(&bs.in[0], 2);
@@ -3905,6 +3959,7 @@ int main(int argc, char **argv) {
     RUN(test_cast);
     RUN(test_conv_pool_geometry);
     RUN(test_conv);
+    RUN(test_conv_winograd);
     RUN(test_bias);
     RUN(test_conv_transpose);
     RUN(test_conv_transpose_torch);

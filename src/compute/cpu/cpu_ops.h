@@ -51,6 +51,21 @@ mt_status mt_cpu_conv2d_bwd_data(mt_ctx *ctx, const mt_conv2d_desc *d, const mt_
                                  const mt_tensor *w, mt_tensor *dx);
 mt_status mt_cpu_conv2d_bwd_filter(mt_ctx *ctx, const mt_conv2d_desc *d, const mt_tensor *x,
                                    const mt_tensor *dy, mt_tensor *dw, mt_tensor *dbias);
+/* cpu_winograd.c: 3x3 stride-1 convolutions by Winograd F(2x2, 3x3), for cpu_conv.c. Whether d
+ * (a forward convolution, or the one a backward-data pass runs; with filter_gradient, the
+ * convolution whose filter gradient is wanted) takes that path: */
+bool mt_cpu_winograd_pays(const mt_conv2d_desc *d, bool filter_gradient);
+/* y (n,p,q,k) = conv(x (n,h,w,c), w) + bias (NULL: none) with w (k,3,3,c); with flip, w is
+ * (c,3,3,k) and the filters are w[c', 2-r, 2-s, k'] (a backward-data pass). Runs on ctx->threads
+ * threads; the caller has set OpenBLAS to one thread. */
+mt_status mt_cpu_winograd_fwd(mt_ctx *ctx, const mt_conv2d_desc *d, const float *x, const float *w,
+                              bool flip, const float *bias, float *y, const char *op);
+/* dw (k,3,3,c) += the filter gradient of that convolution for x and dy (n,p,q,k); the same. */
+mt_status mt_cpu_winograd_bwd_filter(mt_ctx *ctx, const mt_conv2d_desc *d, const float *x,
+                                     const float *dy, float *dw);
+/* The bytes of tile data a thread transforms at once (0: the default); see
+ * mt_cpu_conv_set_chunk_bytes. */
+void mt_cpu_winograd_set_block_bytes(size_t bytes);
 /* cpu_norm.c */
 mt_status mt_cpu_bn_stats(mt_ctx *ctx, const mt_tensor *x, mt_tensor *mean, mt_tensor *var);
 mt_status mt_cpu_bn_fwd(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *mean,
