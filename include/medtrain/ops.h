@@ -226,6 +226,51 @@ mt_status mt_channels_put(mt_ctx *ctx, const mt_tensor *src, int64_t offset, mt_
 mt_status mt_channels_get(mt_ctx *ctx, const mt_tensor *src, int64_t offset, float beta,
                           mt_tensor *out);
 
+/* ---- decoder (Llama-family) layers ----------------------------------------------------------- */
+
+/* RMSNorm over the last dim, as Hugging Face's LlamaRMSNorm (in f32): y = (x * rstd) * w with
+ * rstd = 1/sqrt(mean(x^2) + eps) per row. x, y (rows..., D) with D >= 1; w (D); eps >= 0. rstd,
+ * when not NULL, is f32 with x's leading dims (or 1-D, one value per row) and receives rstd for
+ * the backward. y may alias x. */
+mt_status mt_rmsnorm_fwd(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *w, float eps,
+                         mt_tensor *y, mt_tensor *rstd);
+/* From x, w, the forward's rstd and dy:
+ *     dx = rstd * (w * dy) - x * rstd^3 * mean(x * w * dy)   (overwritten; may alias dy)
+ *     dw += sum over rows of dy * x * rstd                   (when dw is not NULL) */
+mt_status mt_rmsnorm_bwd(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *w, const mt_tensor *rstd,
+                         const mt_tensor *dy, mt_tensor *dx, mt_tensor *dw);
+
+/* Rotary position embedding in Hugging Face's rotate_half convention: x (B,T,H,D), D even;
+ * cos, sin (T, D/2) f32 hold the angle of frequency pair i at position t (the caller builds them
+ * from rope_theta and any rope scaling, for the positions the T rows have: past + t with a KV
+ * cache; HF's cos is this one repeated twice along the last dim). For i < D/2:
+ *   y[i] = x[i] cos - x[i + D/2] sin,   y[i + D/2] = x[i + D/2] cos + x[i] sin.
+ * inverse rotates by the negative angle: the backward (dx = rope(dy, inverse)). y may alias x. */
+mt_status mt_rope(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *cos, const mt_tensor *sin,
+                  bool inverse, mt_tensor *y);
+
+/* Scaled dot-product attention with grouped-query heads: q (B,T,Hq,D), k and v (B,S,Hkv,D), Hq a
+ * multiple of Hkv (query head h reads kv head h / (Hq/Hkv), as HF's repeat_kv); D >= 1, and
+ * S >= 1 when there are queries. out (B,T,Hq,D) = softmax(q k^T * scale [+ causal mask]) v.
+ * causal: query t sees keys s <= t + (S - T), which needs T <= S (a block of queries at the end
+ * of a KV cache sees the whole past; T == S is the usual lower-triangular mask). lse (B,Hq,T) f32
+ * receives each softmax row's log-sum-exp (of the scaled scores) for the backward, or is NULL.
+ * No output may overlap an input. */
+mt_status mt_attention_fwd(mt_ctx *ctx, const mt_tensor *q, const mt_tensor *k, const mt_tensor *v,
+                           float scale, bool causal, mt_tensor *out, mt_tensor *lse);
+/* dq, dk, dv (overwritten; dk and dv summed over the query heads that share a kv head) from the
+ * forward's inputs, out and lse (required), and dout (q's shape). */
+mt_status mt_attention_bwd(mt_ctx *ctx, const mt_tensor *q, const mt_tensor *k, const mt_tensor *v,
+                           const mt_tensor *out, const mt_tensor *lse, const mt_tensor *dout,
+                           float scale, bool causal, mt_tensor *dq, mt_tensor *dk, mt_tensor *dv);
+
+/* SwiGLU of Llama's MLP: y = silu(gate) * up (same shapes; y may alias gate or up). The backward
+ * writes dgate = dy * up * s * (1 + gate * (1 - s)) with s = sigmoid(gate) and dup = dy *
+ * silu(gate) (overwritten; each may alias an input, but not the other). */
+mt_status mt_swiglu_fwd(mt_ctx *ctx, const mt_tensor *gate, const mt_tensor *up, mt_tensor *y);
+mt_status mt_swiglu_bwd(mt_ctx *ctx, const mt_tensor *gate, const mt_tensor *up,
+                        const mt_tensor *dy, mt_tensor *dgate, mt_tensor *dup);
+
 /* ---- optimizer steps on one parameter's slice of the flat buffers --------------------------- */
 
 /* torch.optim.SGD for one step: g' = g + wd*p; buf = momentum*buf + (1-dampening)*g' (buf = g' on

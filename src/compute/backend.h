@@ -132,6 +132,26 @@ struct mt_backend {
     mt_status (*channels_put)(mt_ctx *ctx, const mt_tensor *src, int64_t offset, mt_tensor *dst);
     mt_status (*channels_get)(mt_ctx *ctx, const mt_tensor *src, int64_t offset, float beta,
                               mt_tensor *out);
+    /* decoder (Llama-family) layers. rmsnorm: x viewed as (rows, D), rstd and dw may be NULL.
+     * rope: x (B,T,H,D), cos and sin (T,D/2). attention: q (B,T,Hq,D), k and v (B,S,Hkv,D),
+     * lse (B,Hq,T) (NULL allowed in the forward), and no empty q. */
+    mt_status (*rmsnorm_fwd)(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *w, float eps,
+                             mt_tensor *y, mt_tensor *rstd);
+    mt_status (*rmsnorm_bwd)(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *w,
+                             const mt_tensor *rstd, const mt_tensor *dy, mt_tensor *dx,
+                             mt_tensor *dw);
+    mt_status (*rope)(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *cos, const mt_tensor *sin,
+                      bool inverse, mt_tensor *y);
+    mt_status (*attention_fwd)(mt_ctx *ctx, const mt_tensor *q, const mt_tensor *k,
+                               const mt_tensor *v, float scale, bool causal, mt_tensor *out,
+                               mt_tensor *lse);
+    mt_status (*attention_bwd)(mt_ctx *ctx, const mt_tensor *q, const mt_tensor *k,
+                               const mt_tensor *v, const mt_tensor *out, const mt_tensor *lse,
+                               const mt_tensor *dout, float scale, bool causal, mt_tensor *dq,
+                               mt_tensor *dk, mt_tensor *dv);
+    mt_status (*swiglu_fwd)(mt_ctx *ctx, const mt_tensor *gate, const mt_tensor *up, mt_tensor *y);
+    mt_status (*swiglu_bwd)(mt_ctx *ctx, const mt_tensor *gate, const mt_tensor *up,
+                            const mt_tensor *dy, mt_tensor *dgate, mt_tensor *dup);
     /* optimizer steps */
     mt_status (*sgd_step)(mt_ctx *ctx, mt_tensor *param, const mt_tensor *grad,
                           mt_tensor *momentum_buf, float lr, float momentum, float dampening,

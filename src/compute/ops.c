@@ -86,6 +86,14 @@ static mt_status check_alias(const char *op, const char *rout, const mt_tensor *
                    exact_ok ? " without being the same tensor" : "");
 }
 
+/* A hyperparameter that must be finite and at least lo. */
+static mt_status check_hyper(const char *op, const char *name, float v, float lo) {
+    if (!(v >= lo) || isinf(v))
+        return mt_fail(MT_ERR_ARG, "%s: %s %g: expected a finite value >= %g", op, name, (double)v,
+                       (double)lo);
+    return MT_OK;
+}
+
 static mt_status not_implemented(const mt_ctx *ctx, const char *op) {
     return mt_fail(MT_ERR_UNSUPPORTED, "op '%s' is not implemented on the %s backend", op,
                    ctx->backend->name);
@@ -1213,15 +1221,239 @@ mt_status mt_channels_get(mt_ctx *ctx, const mt_tensor *src, int64_t offset, flo
     return DISPATCH(channels_get, src, offset, beta, out);
 }
 
-/* ---- optimizer steps ------------------------------------------------------------------------- */
+/* ---- decoder (Llama-family) layers ----------------------------------------------------------- */
 
-/* A hyperparameter that must be finite and at least lo. */
-static mt_status check_hyper(const char *op, const char *name, float v, float lo) {
-    if (!(v >= lo) || isinf(v))
-        return mt_fail(MT_ERR_ARG, "%s: %s %g: expected a finite value >= %g", op, name, (double)v,
-                       (double)lo);
+/* x (rows..., D) with D >= 1 and a per-column vector w (D); returns the row count. */
+static mt_status check_rows_and_weight(const char *op, mt_ctx *ctx, const char *rx,
+                                       const mt_tensor *x, const mt_tensor *w, int64_t *rows) {
+    MT_TRY(check_tensor(op, rx, ctx, x, MT_F32, 1, MT_MAX_DIMS));
+    MT_TRY(check_tensor(op, "w", ctx, w, MT_F32, 1, 1));
+    if (mat_cols(x) < 1)
+        return mt_fail(MT_ERR_SHAPE, "%s: %s %s: the normalised dim is empty", op, rx, D(x));
+    if (w->shape[0] != mat_cols(x))
+        return mt_fail(MT_ERR_SHAPE,
+                       "%s: w %s and %s %s: expected one weight per column (%" PRId64 ")", op, D(w),
+                       rx, D(x), mat_cols(x));
+    *rows = mt_tensor_numel(x) / mat_cols(x);
     return MT_OK;
 }
+
+/* rstd holds one f32 per row of x: x's leading dims, or 1-D. */
+static mt_status check_rstd(const char *op, mt_ctx *ctx, const mt_tensor *rstd, const mt_tensor *x,
+                            int64_t rows) {
+    MT_TRY(check_tensor(op, "rstd", ctx, rstd, MT_F32, 1, MT_MAX_DIMS - 1));
+    bool ok = rstd->ndim == 1 ? rstd->shape[0] == rows : rstd->ndim == x->ndim - 1;
+    for (int i = 0; ok && rstd->ndim > 1 && i < rstd->ndim; i++) ok = rstd->shape[i] == x->shape[i];
+    if (!ok)
+        return mt_fail(MT_ERR_SHAPE,
+                       "%s: rstd %s and x %s: expected one value per row (x's leading dims, or "
+                       "[%" PRId64 "])",
+                       op, D(rstd), D(x), rows);
+    return MT_OK;
+}
+
+mt_status mt_rmsnorm_fwd(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *w, float eps,
+                         mt_tensor *y, mt_tensor *rstd) {
+    const char *op = "rmsnorm_fwd";
+    int64_t rows;
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_hyper(op, "eps", eps, 0));
+    MT_TRY(check_rows_and_weight(op, ctx, "x", x, w, &rows));
+    MT_TRY(check_tensor(op, "y", ctx, y, MT_F32, 1, MT_MAX_DIMS));
+    MT_TRY(check_same_shape(op, "x", x, "y", y));
+    MT_TRY(check_alias(op, "y", y, "x", x, true));
+    MT_TRY(check_alias(op, "y", y, "w", w, false));
+    if (rstd) {
+        MT_TRY(check_rstd(op, ctx, rstd, x, rows));
+        MT_TRY(check_alias(op, "rstd", rstd, "x", x, false));
+        MT_TRY(check_alias(op, "rstd", rstd, "w", w, false));
+        MT_TRY(check_alias(op, "rstd", rstd, "y", y, false));
+    }
+    if (rows == 0) return MT_OK;
+    return DISPATCH(rmsnorm_fwd, x, w, eps, y, rstd);
+}
+
+mt_status mt_rmsnorm_bwd(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *w, const mt_tensor *rstd,
+                         const mt_tensor *dy, mt_tensor *dx, mt_tensor *dw) {
+    const char *op = "rmsnorm_bwd";
+    int64_t rows;
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_rows_and_weight(op, ctx, "x", x, w, &rows));
+    MT_TRY(check_rstd(op, ctx, rstd, x, rows));
+    MT_TRY(check_tensor(op, "dy", ctx, dy, MT_F32, 1, MT_MAX_DIMS));
+    MT_TRY(check_tensor(op, "dx", ctx, dx, MT_F32, 1, MT_MAX_DIMS));
+    MT_TRY(check_same_shape(op, "x", x, "dy", dy));
+    MT_TRY(check_same_shape(op, "x", x, "dx", dx));
+    MT_TRY(check_alias(op, "dx", dx, "dy", dy, true));
+    MT_TRY(check_alias(op, "dx", dx, "x", x, false));
+    MT_TRY(check_alias(op, "dx", dx, "w", w, false));
+    MT_TRY(check_alias(op, "dx", dx, "rstd", rstd, false));
+    if (dw) {
+        MT_TRY(check_tensor(op, "dw", ctx, dw, MT_F32, 1, 1));
+        MT_TRY(check_same_shape(op, "w", w, "dw", dw));
+        const mt_tensor *ins[] = {x, w, rstd, dy, dx};
+        const char *roles[] = {"x", "w", "rstd", "dy", "dx"};
+        for (int i = 0; i < 5; i++) MT_TRY(check_alias(op, "dw", dw, roles[i], ins[i], false));
+    }
+    if (rows == 0) return MT_OK; /* dw += nothing */
+    return DISPATCH(rmsnorm_bwd, x, w, rstd, dy, dx, dw);
+}
+
+mt_status mt_rope(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *cos, const mt_tensor *sin,
+                  bool inverse, mt_tensor *y) {
+    const char *op = "rope";
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_tensor(op, "x", ctx, x, MT_F32, 4, 4));
+    MT_TRY(check_tensor(op, "cos", ctx, cos, MT_F32, 2, 2));
+    MT_TRY(check_tensor(op, "sin", ctx, sin, MT_F32, 2, 2));
+    MT_TRY(check_tensor(op, "y", ctx, y, MT_F32, 4, 4));
+    if (x->shape[3] % 2)
+        return mt_fail(MT_ERR_SHAPE, "%s: x %s: the head dim %" PRId64 " must be even", op, D(x),
+                       x->shape[3]);
+    char from[128];
+    snprintf(from, sizeof from, " (T, D/2) for x %s (B,T,H,D)", D(x));
+    int64_t want[2] = {x->shape[1], x->shape[3] / 2};
+    MT_TRY(check_shape_is(op, "cos", cos, 2, want, from));
+    MT_TRY(check_shape_is(op, "sin", sin, 2, want, from));
+    MT_TRY(check_same_shape(op, "x", x, "y", y));
+    MT_TRY(check_alias(op, "y", y, "x", x, true));
+    MT_TRY(check_alias(op, "y", y, "cos", cos, false));
+    MT_TRY(check_alias(op, "y", y, "sin", sin, false));
+    if (mt_tensor_numel(y) == 0) return MT_OK;
+    return DISPATCH(rope, x, cos, sin, inverse, y);
+}
+
+/* q (B,T,Hq,D), k and v (B,S,Hkv,D) with the same B and D >= 1, Hkv >= 1 dividing Hq; causal
+ * needs T <= S, and queries need keys. The output-shaped tensors (out, dout, dq, dk, dv) are
+ * checked by the callers against q or k. */
+static mt_status check_attention(const char *op, mt_ctx *ctx, const mt_tensor *q,
+                                 const mt_tensor *k, const mt_tensor *v, float scale, bool causal) {
+    MT_TRY(check_ctx(op, ctx));
+    MT_TRY(check_tensor(op, "q", ctx, q, MT_F32, 4, 4));
+    MT_TRY(check_tensor(op, "k", ctx, k, MT_F32, 4, 4));
+    MT_TRY(check_tensor(op, "v", ctx, v, MT_F32, 4, 4));
+    if (!isfinite(scale))
+        return mt_fail(MT_ERR_ARG, "%s: scale %g: expected a finite value", op, (double)scale);
+    MT_TRY(check_same_shape(op, "k", k, "v", v));
+    if (q->shape[0] != k->shape[0] || q->shape[3] != k->shape[3])
+        return mt_fail(MT_ERR_SHAPE,
+                       "%s: q %s (B,T,Hq,D) and k %s (B,S,Hkv,D): batch or head dim differ", op,
+                       D(q), D(k));
+    if (q->shape[3] < 1) return mt_fail(MT_ERR_SHAPE, "%s: q %s: the head dim is empty", op, D(q));
+    int64_t t = q->shape[1], hq = q->shape[2], s = k->shape[1], hkv = k->shape[2];
+    if (hkv < 1 || hq % hkv)
+        return mt_fail(MT_ERR_SHAPE,
+                       "%s: q %s and k %s: %" PRId64 " query heads are not a multiple of %" PRId64
+                       " kv heads",
+                       op, D(q), D(k), hq, hkv);
+    if (causal && t > s)
+        return mt_fail(MT_ERR_SHAPE,
+                       "%s: q %s and k %s: a causal mask needs T <= S (%" PRId64
+                       " queries, %" PRId64 " keys): query t sees keys up to t + S - T",
+                       op, D(q), D(k), t, s);
+    if (s == 0 && mt_tensor_numel(q) > 0)
+        return mt_fail(MT_ERR_SHAPE, "%s: q %s and k %s: queries with no keys to attend to", op,
+                       D(q), D(k));
+    return MT_OK;
+}
+
+/* lse (B,Hq,T) f32 for q (B,T,Hq,D). */
+static mt_status check_lse(const char *op, mt_ctx *ctx, const mt_tensor *lse, const mt_tensor *q) {
+    MT_TRY(check_tensor(op, "lse", ctx, lse, MT_F32, 3, 3));
+    char from[128];
+    snprintf(from, sizeof from, " (B,Hq,T) for q %s (B,T,Hq,D)", D(q));
+    return check_shape_is(op, "lse", lse, 3, (int64_t[]){q->shape[0], q->shape[2], q->shape[1]},
+                          from);
+}
+
+mt_status mt_attention_fwd(mt_ctx *ctx, const mt_tensor *q, const mt_tensor *k, const mt_tensor *v,
+                           float scale, bool causal, mt_tensor *out, mt_tensor *lse) {
+    const char *op = "attention_fwd";
+    MT_TRY(check_attention(op, ctx, q, k, v, scale, causal));
+    MT_TRY(check_tensor(op, "out", ctx, out, MT_F32, 4, 4));
+    MT_TRY(check_same_shape(op, "q", q, "out", out));
+    if (lse) MT_TRY(check_lse(op, ctx, lse, q));
+    const mt_tensor *ins[] = {q, k, v};
+    const char *roles[] = {"q", "k", "v"};
+    for (int i = 0; i < 3; i++) {
+        MT_TRY(check_alias(op, "out", out, roles[i], ins[i], false));
+        if (lse) MT_TRY(check_alias(op, "lse", lse, roles[i], ins[i], false));
+    }
+    if (lse) MT_TRY(check_alias(op, "lse", lse, "out", out, false));
+    if (mt_tensor_numel(out) == 0) return MT_OK;
+    return DISPATCH(attention_fwd, q, k, v, scale, causal, out, lse);
+}
+
+mt_status mt_attention_bwd(mt_ctx *ctx, const mt_tensor *q, const mt_tensor *k, const mt_tensor *v,
+                           const mt_tensor *out, const mt_tensor *lse, const mt_tensor *dout,
+                           float scale, bool causal, mt_tensor *dq, mt_tensor *dk, mt_tensor *dv) {
+    const char *op = "attention_bwd";
+    MT_TRY(check_attention(op, ctx, q, k, v, scale, causal));
+    MT_TRY(check_tensor(op, "out", ctx, out, MT_F32, 4, 4));
+    MT_TRY(check_same_shape(op, "q", q, "out", out));
+    MT_TRY(check_lse(op, ctx, lse, q));
+    MT_TRY(check_tensor(op, "dout", ctx, dout, MT_F32, 4, 4));
+    MT_TRY(check_same_shape(op, "q", q, "dout", dout));
+    MT_TRY(check_tensor(op, "dq", ctx, dq, MT_F32, 4, 4));
+    MT_TRY(check_same_shape(op, "q", q, "dq", dq));
+    MT_TRY(check_tensor(op, "dk", ctx, dk, MT_F32, 4, 4));
+    MT_TRY(check_same_shape(op, "k", k, "dk", dk));
+    MT_TRY(check_tensor(op, "dv", ctx, dv, MT_F32, 4, 4));
+    MT_TRY(check_same_shape(op, "v", v, "dv", dv));
+    const mt_tensor *ins[] = {q, k, v, out, lse, dout}, *outs[] = {dq, dk, dv};
+    const char *in_roles[] = {"q", "k", "v", "out", "lse", "dout"},
+               *out_roles[] = {"dq", "dk", "dv"};
+    for (int o = 0; o < 3; o++) {
+        for (int i = 0; i < 6; i++)
+            MT_TRY(check_alias(op, out_roles[o], outs[o], in_roles[i], ins[i], false));
+        for (int p = 0; p < o; p++)
+            MT_TRY(check_alias(op, out_roles[o], outs[o], out_roles[p], outs[p], false));
+    }
+    if (mt_tensor_numel(dq) == 0) { /* no queries: nothing reaches k or v */
+        MT_TRY(mt_tensor_zero(ctx, dk));
+        return mt_tensor_zero(ctx, dv);
+    }
+    return DISPATCH(attention_bwd, q, k, v, out, lse, dout, scale, causal, dq, dk, dv);
+}
+
+/* gate, up and the other tensors of a SwiGLU, all of one shape. */
+static mt_status check_swiglu(const char *op, mt_ctx *ctx, int n, const mt_tensor *const *t,
+                              const char *const *roles) {
+    MT_TRY(check_ctx(op, ctx));
+    for (int i = 0; i < n; i++) {
+        MT_TRY(check_tensor(op, roles[i], ctx, t[i], MT_F32, 0, MT_MAX_DIMS));
+        if (i) MT_TRY(check_same_shape(op, roles[0], t[0], roles[i], t[i]));
+    }
+    return MT_OK;
+}
+
+mt_status mt_swiglu_fwd(mt_ctx *ctx, const mt_tensor *gate, const mt_tensor *up, mt_tensor *y) {
+    const char *op = "swiglu_fwd";
+    MT_TRY(check_swiglu(op, ctx, 3, (const mt_tensor *[]){gate, up, y},
+                        (const char *[]){"gate", "up", "y"}));
+    MT_TRY(check_alias(op, "y", y, "gate", gate, true));
+    MT_TRY(check_alias(op, "y", y, "up", up, true));
+    if (mt_tensor_numel(y) == 0) return MT_OK;
+    return DISPATCH(swiglu_fwd, gate, up, y);
+}
+
+mt_status mt_swiglu_bwd(mt_ctx *ctx, const mt_tensor *gate, const mt_tensor *up,
+                        const mt_tensor *dy, mt_tensor *dgate, mt_tensor *dup) {
+    const char *op = "swiglu_bwd";
+    MT_TRY(check_swiglu(op, ctx, 5, (const mt_tensor *[]){gate, up, dy, dgate, dup},
+                        (const char *[]){"gate", "up", "dy", "dgate", "dup"}));
+    const mt_tensor *ins[] = {gate, up, dy};
+    const char *roles[] = {"gate", "up", "dy"};
+    for (int i = 0; i < 3; i++) {
+        MT_TRY(check_alias(op, "dgate", dgate, roles[i], ins[i], true));
+        MT_TRY(check_alias(op, "dup", dup, roles[i], ins[i], true));
+    }
+    MT_TRY(check_alias(op, "dup", dup, "dgate", dgate, false));
+    if (mt_tensor_numel(dgate) == 0) return MT_OK;
+    return DISPATCH(swiglu_bwd, gate, up, dy, dgate, dup);
+}
+
+/* ---- optimizer steps ------------------------------------------------------------------------- */
 
 /* param and a same-shaped state or gradient tensor, which must not overlap it. */
 static mt_status check_param_like(const char *op, mt_ctx *ctx, const mt_tensor *param,

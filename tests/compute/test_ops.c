@@ -20,6 +20,7 @@
 #include "compute/backend.h"
 #include "medtrain/ops.h"
 #include "medtrain/rng.h"
+#include "medtrain/timer.h"
 #include "mt_test.h"
 
 #define MAX_IO   8
@@ -2957,6 +2958,762 @@ static void test_sumsq(void) {
     sumsq_case(2, (int64_t[]){1000, 1000}, 1e3f, 1e4);
 }
 
+/* ==== Llama-family decoder layers: RMSNorm, RoPE, attention, SwiGLU ========================== */
+
+/* ---- RMSNorm ---- */
+
+typedef struct rms_p {
+    float eps;
+    bool alias; /* y = x in the forward, dx = dy in the backward */
+    bool full;  /* the forward writes rstd (output 1), the backward dw (output 1) */
+} rms_p;
+
+/* in: x, w; out: y (, rstd) */
+static mt_status call_rms_fwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const rms_p *r = p;
+    mt_tensor *rstd = r->full ? &out[1] : NULL;
+    if (!r->alias) return mt_rmsnorm_fwd(ctx, &in[0], &in[1], r->eps, &out[0], rstd);
+    MT_TRY(mt_tensor_copy(ctx, &out[0], &in[0]));
+    return mt_rmsnorm_fwd(ctx, &out[0], &in[1], r->eps, &out[0], rstd);
+}
+
+/* in: x, w, rstd, dy; out: dx (, dw +=) */
+static mt_status call_rms_bwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const rms_p *r = p;
+    mt_tensor *dw = r->full ? &out[1] : NULL;
+    if (!r->alias) return mt_rmsnorm_bwd(ctx, &in[0], &in[1], &in[2], &in[3], &out[0], dw);
+    MT_TRY(mt_tensor_copy(ctx, &out[0], &in[3]));
+    return mt_rmsnorm_bwd(ctx, &in[0], &in[1], &in[2], &out[0], &out[0], dw);
+}
+
+/* rstd for x: x's leading dims up to 2-D x, one flat dim (the other accepted form) beyond. */
+static mt_tensor rstd_like(int nd, const int64_t *shape) {
+    int64_t rows = 1;
+    for (int i = 0; i < nd - 1; i++) rows *= shape[i];
+    return nd <= 2 ? HT(MT_F32, nd == 2 ? shape[0] : 1) : HT(MT_F32, rows);
+}
+
+static void rms_case(int nd, const int64_t *shape, float eps, double scale, bool alias, bool fd) {
+    const int64_t d = shape[nd - 1];
+    rms_p rp = {eps, alias, true};
+    io f = {.nin = 2, .nout = 2, .in = {H(MT_F32, nd, shape), HT(MT_F32, d)}};
+    const int64_t n = N(&f.in[0]), rows = n / d;
+    fill_normal(&f.in[0], scale);
+    fill_uniform(&f.in[1], -1.5, 1.5);
+    f.out[0] = H(MT_F32, nd, shape);
+    f.out[1] = rstd_like(nd, shape);
+    const float *x = F(&f.in[0]), *w = F(&f.in[1]);
+    double *y = DBL(n), *rs = DBL(rows);
+    for (int64_t r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int64_t j = 0; j < d; j++) ss += (double)x[r * d + j] * x[r * d + j];
+        rs[r] = 1 / sqrt(ss / d + eps);
+        for (int64_t j = 0; j < d; j++) y[r * d + j] = x[r * d + j] * rs[r] * w[j];
+    }
+    /* the backward takes rstd as the forward stores it (f32); dw adds to earlier gradients */
+    io b = {.nin = 4, .nout = 2, .in = {f.in[0], f.in[1], rstd_like(nd, shape), H_like(&f.in[0])}};
+    for (int64_t r = 0; r < rows; r++) F(&b.in[2])[r] = (float)rs[r];
+    fill_uniform(&b.in[3], -1, 1);
+    b.out[0] = H_like(&f.in[0]);
+    b.out[1] = HT(MT_F32, d);
+    fill_uniform(&b.out[1], -1, 1);
+    const float *rf = F(&b.in[2]), *dy = F(&b.in[3]);
+    double *dx = DBL(n), *dxmag = DBL(n), *dw = DBL(d), *dwmag = DBL(d);
+    for (int64_t j = 0; j < d; j++) dw[j] = F(&b.out[1])[j], dwmag[j] = fabs(dw[j]);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * d, *dyr = dy + r * d;
+        double s = 0, sa = 0, r3 = (double)rf[r] * rf[r] * rf[r];
+        for (int64_t j = 0; j < d; j++) {
+            s += (double)w[j] * dyr[j] * xr[j];
+            sa += fabs((double)w[j] * dyr[j] * xr[j]);
+            dw[j] += (double)dyr[j] * xr[j] * rf[r];
+            dwmag[j] += fabs((double)dyr[j] * xr[j] * rf[r]);
+        }
+        for (int64_t j = 0; j < d; j++) {
+            dx[r * d + j] = rf[r] * (double)w[j] * dyr[j] - xr[j] * r3 * s / d;
+            dxmag[r * d + j] = fabs(rf[r] * (double)w[j] * dyr[j]) + fabs(xr[j]) * r3 * sa / d;
+        }
+    }
+    char label[160], dd[96];
+    snprintf(label, sizeof label, "x %s, eps %g, scale %g%s", desc(&f.in[0], dd), eps, scale,
+             alias ? ", in place" : "");
+    run_case("rmsnorm_fwd", label, call_rms_fwd, &rp, &f,
+             (expect[]){{y, NULL, F32_TOL, 1e-3}, {rs, NULL, F32_TOL, 1e-30}}, NULL);
+    run_case("rmsnorm_bwd", label, call_rms_bwd, &rp, &b,
+             (expect[]){{dx, dxmag, GRAD_TOL, 1e-6}, {dw, dwmag, GRAD_TOL, 1e-6}}, NULL);
+    /* without the optional outputs */
+    rms_p lean = {eps, alias, false};
+    io fl = f, bl = b;
+    fl.nout = bl.nout = 1;
+    run_case("rmsnorm_fwd", label, call_rms_fwd, &lean, &fl, (expect[]){{y, NULL, F32_TOL, 1e-3}},
+             NULL);
+    run_case("rmsnorm_bwd", label, call_rms_bwd, &lean, &bl,
+             (expect[]){{dx, dxmag, GRAD_TOL, 1e-6}}, NULL);
+    if (!fd) return;
+    /* central differences of the forward along x and w, with w = dy and the backward fed each
+     * backend's own rstd, from a zero dw */
+    rms_p plain = {eps, false, true};
+    for (int dv = 0; dv < MT_DEVICE_COUNT; dv++) {
+        mt_tensor fr[MAX_IO], gr[MAX_IO];
+        if (!g_have[dv] || run_on(&g_ctx[dv], call_rms_fwd, &plain, &f, fr) != MT_OK) continue;
+        io bb = b;
+        bb.in[2] = fr[1];
+        bb.out[1] = HT(MT_F32, d);
+        memset(bb.out[1].data, 0, mt_tensor_bytes(&bb.out[1]));
+        if (run_on(&g_ctx[dv], call_rms_bwd, &plain, &bb, gr) != MT_OK) continue;
+        fd_check(&g_ctx[dv], "rmsnorm_bwd", label, call_rms_fwd, &plain, &f, 0, dy, &gr[0], 1e-3);
+        fd_check(&g_ctx[dv], "rmsnorm_bwd", label, call_rms_fwd, &plain, &f, 1, dy, &gr[1], 1e-3);
+    }
+}
+
+static void test_rmsnorm(void) {
+    rng_seed(41);
+    rms_case(1, (int64_t[]){1}, 1e-6f, 1, false, true);
+    rms_case(2, (int64_t[]){3, 8}, 1e-6f, 1, false, true);
+    rms_case(2, (int64_t[]){4, 7}, 1e-5f, 1, true, true);
+    rms_case(3, (int64_t[]){2, 5, 16}, 1e-5f, 3, false, true);
+    rms_case(2, (int64_t[]){3, 6}, 0.5f, 0.01, false, true); /* eps dominates */
+    rms_case(2, (int64_t[]){2, 5}, 0, 1e-3, false, false);   /* no eps, small x */
+    rms_case(4, (int64_t[]){2, 3, 4, 64}, 1e-6f, 1, true, false);
+    rms_case(2, (int64_t[]){3001, 70}, 1e-6f, 1, false, false); /* chunks of rows, threads */
+    rms_case(2, (int64_t[]){9, 4096}, 1e-5f, 2, false, false);  /* Llama-sized rows */
+    for (int i = 0; i < 4; i++) {
+        int64_t shape[3];
+        int nd = (int)rng_int(1, 3);
+        random_shape(shape, nd, 12);
+        rms_case(nd, shape, 1e-6f, rng_range(0.1, 3), rng_int(0, 1), true);
+    }
+}
+
+/* ---- RoPE ---- */
+
+typedef struct rope_p {
+    bool inverse, alias;
+} rope_p;
+
+/* in: x, cos, sin; out: y */
+static mt_status call_rope(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const rope_p *r = p;
+    if (!r->alias) return mt_rope(ctx, &in[0], &in[1], &in[2], r->inverse, &out[0]);
+    MT_TRY(mt_tensor_copy(ctx, &out[0], &in[0]));
+    return mt_rope(ctx, &out[0], &in[1], &in[2], r->inverse, &out[0]);
+}
+
+/* cos and sin (T, D/2) for positions past + t, as HF's default rope: angle = pos *
+ * theta^(-2i/D). */
+static void rope_tables(int64_t t, int64_t d, int64_t past, double theta, mt_tensor *cos_t,
+                        mt_tensor *sin_t) {
+    *cos_t = HT(MT_F32, t, d / 2);
+    *sin_t = HT(MT_F32, t, d / 2);
+    for (int64_t p = 0; p < t; p++)
+        for (int64_t i = 0; i < d / 2; i++) {
+            double a = (double)(past + p) * pow(theta, -2.0 * (double)i / (double)d);
+            F(cos_t)[p * (d / 2) + i] = (float)cos(a);
+            F(sin_t)[p * (d / 2) + i] = (float)sin(a);
+        }
+}
+
+/* y for x (B,T,H,D) in double; sign -1 for the inverse. */
+static void rope_ref(const mt_tensor *x, const float *c, const float *s, double sign, double *y,
+                     double *mag) {
+    int64_t t = x->shape[1], h = x->shape[2], half = x->shape[3] / 2;
+    for (int64_t row = 0; row < N(x) / (2 * half); row++) {
+        int64_t pos = row / h % t;
+        const float *xr = F(x) + row * 2 * half;
+        for (int64_t i = 0; i < half; i++) {
+            double ci = c[pos * half + i], si = sign * s[pos * half + i];
+            double x0 = xr[i], x1 = xr[i + half];
+            y[row * 2 * half + i] = x0 * ci - x1 * si;
+            y[row * 2 * half + i + half] = x1 * ci + x0 * si;
+            mag[row * 2 * half + i] = fabs(x0 * ci) + fabs(x1 * si);
+            mag[row * 2 * half + i + half] = fabs(x1 * ci) + fabs(x0 * si);
+        }
+    }
+}
+
+static void rope_case(int64_t b, int64_t t, int64_t h, int64_t d, int64_t past, bool alias,
+                      bool fd) {
+    io f = {.nin = 3, .nout = 1, .in = {HT(MT_F32, b, t, h, d)}, .out = {HT(MT_F32, b, t, h, d)}};
+    fill_normal(&f.in[0], 1);
+    rope_tables(t, d, past, 10000.0, &f.in[1], &f.in[2]);
+    const int64_t n = N(&f.in[0]);
+    double *y = DBL(n), *yi = DBL(n), *mag = DBL(n), *magi = DBL(n);
+    rope_ref(&f.in[0], F(&f.in[1]), F(&f.in[2]), 1, y, mag);
+    rope_ref(&f.in[0], F(&f.in[1]), F(&f.in[2]), -1, yi, magi);
+    char label[160], dd[96];
+    snprintf(label, sizeof label, "x %s, positions from %" PRId64 "%s", desc(&f.in[0], dd), past,
+             alias ? ", in place" : "");
+    run_case("rope", label, call_rope, &(rope_p){false, alias}, &f,
+             (expect[]){{y, mag, F32_TOL, 1e-6}}, NULL);
+    run_case("rope", label, call_rope, &(rope_p){true, alias}, &f,
+             (expect[]){{yi, magi, F32_TOL, 1e-6}}, NULL);
+    if (!fd) return;
+    /* the backward of the rotation is the inverse rotation of dy */
+    io g = f;
+    g.in[0] = H_like(&f.in[0]);
+    fill_uniform(&g.in[0], -1, 1);
+    for (int dv = 0; dv < MT_DEVICE_COUNT; dv++) {
+        mt_tensor grad;
+        if (g_have[dv] && grad_on(&g_ctx[dv], call_rope, &(rope_p){true, false}, &g, &grad))
+            fd_check(&g_ctx[dv], "rope", label, call_rope, &(rope_p){false, false}, &f, 0,
+                     F(&g.in[0]), &grad, 1e-2);
+    }
+}
+
+static void test_rope(void) {
+    rng_seed(42);
+    rope_case(1, 1, 1, 2, 0, false, true);
+    rope_case(2, 3, 2, 8, 0, false, true);
+    rope_case(1, 5, 3, 16, 7, true, true);     /* positions after a KV cache */
+    rope_case(1, 1, 4, 64, 1000, false, true); /* decoding one token */
+    rope_case(2, 37, 4, 128, 0, false, false);
+    rope_case(1, 64, 8, 64, 3, true, false); /* OpenMP threshold */
+    for (int i = 0; i < 4; i++) {
+        const int64_t b = rng_int(1, 3), t = rng_int(1, 9), h = rng_int(1, 5);
+        rope_case(b, t, h, 2 * rng_int(1, 12), rng_int(0, 100), rng_int(0, 1), true);
+    }
+}
+
+/* ---- attention ---- */
+
+typedef struct att_p {
+    float scale;
+    bool causal, lse; /* lse: the forward writes lse (output 1) */
+} att_p;
+
+/* in: q, k, v; out: out (, lse) */
+static mt_status call_att_fwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const att_p *a = p;
+    return mt_attention_fwd(ctx, &in[0], &in[1], &in[2], a->scale, a->causal, &out[0],
+                            a->lse ? &out[1] : NULL);
+}
+
+/* in: q, k, v, out, lse, dout; out: dq, dk, dv */
+static mt_status call_att_bwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const att_p *a = p;
+    return mt_attention_bwd(ctx, &in[0], &in[1], &in[2], &in[3], &in[4], &in[5], a->scale,
+                            a->causal, &out[0], &out[1], &out[2]);
+}
+
+typedef struct att_dims {
+    int64_t b, t, s, hq, hkv, d;
+} att_dims;
+
+/* The reference's results with their magnitudes (sums of |terms|, for the tolerances). */
+typedef struct att_ref {
+    double *out, *out_mag, *lse, *dq, *dq_mag, *dk, *dk_mag, *dv, *dv_mag;
+} att_ref;
+
+/* One softmax row of the materialised reference, in double: query (b, h, t) against the keys of
+ * kv head h / (Hq/Hkv) (HF's repeat_kv) that the mask lets it see (s <= t + S - T when causal).
+ * Writes the row of out and lse and, with dout, of dq, and adds into dk and dv unless NULL. */
+static void att_ref_row(const att_dims *a, float scale, bool causal, const float *q, const float *k,
+                        const float *v, const float *dout, int64_t b, int64_t h, int64_t t,
+                        const att_ref *r) {
+    const int64_t d = a->d, g = h / (a->hq / a->hkv), lim = causal ? t + a->s - a->t + 1 : a->s;
+    const int64_t qi = ((b * a->t + t) * a->hq + h) * d;
+    double *p = DBL(a->s), *dp = DBL(a->s), *adp = DBL(a->s), mx = -INFINITY, sum = 0;
+    for (int64_t j = 0; j < lim; j++) {
+        const float *kj = k + ((b * a->s + j) * a->hkv + g) * d;
+        double s = 0;
+        for (int64_t c = 0; c < d; c++) s += (double)q[qi + c] * kj[c];
+        p[j] = scale * s;
+        mx = fmax(mx, p[j]);
+    }
+    for (int64_t j = 0; j < lim; j++) sum += p[j] = exp(p[j] - mx);
+    for (int64_t j = 0; j < lim; j++) p[j] /= sum;
+    r->lse[(b * a->hq + h) * a->t + t] = mx + log(sum);
+    for (int64_t c = 0; c < d; c++) {
+        double o = 0, m = 0;
+        for (int64_t j = 0; j < lim; j++) {
+            double vv = v[((b * a->s + j) * a->hkv + g) * d + c];
+            o += p[j] * vv;
+            m += p[j] * fabs(vv);
+        }
+        r->out[qi + c] = o;
+        r->out_mag[qi + c] = m;
+    }
+    if (!dout) return;
+    const float *dov = dout + qi;
+    double dl = 0, adl = 0;
+    for (int64_t c = 0; c < d; c++) dl += dov[c] * r->out[qi + c];
+    for (int64_t j = 0; j < lim; j++) {
+        const float *vj = v + ((b * a->s + j) * a->hkv + g) * d;
+        dp[j] = adp[j] = 0;
+        for (int64_t c = 0; c < d; c++) {
+            dp[j] += (double)dov[c] * vj[c];
+            adp[j] += fabs((double)dov[c] * vj[c]);
+        }
+        adl += p[j] * adp[j];
+    }
+    for (int64_t c = 0; c < d; c++) r->dq[qi + c] = r->dq_mag[qi + c] = 0;
+    for (int64_t j = 0; j < lim; j++) {
+        const int64_t kj = ((b * a->s + j) * a->hkv + g) * d;
+        const double ds = p[j] * (dp[j] - dl), ms = p[j] * (adp[j] + adl);
+        for (int64_t c = 0; c < d; c++) {
+            r->dq[qi + c] += scale * ds * k[kj + c];
+            r->dq_mag[qi + c] += scale * ms * fabs(k[kj + c]);
+            if (!r->dk) continue;
+            r->dk[kj + c] += scale * ds * q[qi + c];
+            r->dk_mag[kj + c] += scale * ms * fabs(q[qi + c]);
+            r->dv[kj + c] += p[j] * dov[c];
+            r->dv_mag[kj + c] += p[j] * fabs(dov[c]);
+        }
+    }
+}
+
+static att_ref att_ref_alloc(const att_dims *a, bool kv) {
+    const int64_t nq = a->b * a->t * a->hq * a->d, nk = a->b * a->s * a->hkv * a->d;
+    att_ref r = {.out = DBL(nq),
+                 .out_mag = DBL(nq),
+                 .lse = DBL(a->b * a->hq * a->t),
+                 .dq = DBL(nq),
+                 .dq_mag = DBL(nq)};
+    if (kv) {
+        r.dk = DBL(nk), r.dk_mag = DBL(nk), r.dv = DBL(nk), r.dv_mag = DBL(nk);
+        for (int64_t i = 0; i < nk; i++) r.dk[i] = r.dk_mag[i] = r.dv[i] = r.dv_mag[i] = 0;
+    }
+    return r;
+}
+
+static void att_label(char *label, size_t size, const att_dims *a, float scale, bool causal) {
+    snprintf(label, size,
+             "B %" PRId64 ", T %" PRId64 ", S %" PRId64 ", Hq %" PRId64 ", Hkv %" PRId64
+             ", D %" PRId64 ", scale %.3g%s",
+             a->b, a->t, a->s, a->hq, a->hkv, a->d, scale, causal ? ", causal" : "");
+}
+
+/* q, k, v, dout of a case, filled: q and k normal (scores of spread scale * sqrt(D)), v normal,
+ * dout uniform. */
+static void att_inputs(const att_dims *a, mt_tensor *t) {
+    t[0] = HT(MT_F32, a->b, a->t, a->hq, a->d);
+    t[1] = HT(MT_F32, a->b, a->s, a->hkv, a->d);
+    t[2] = HT(MT_F32, a->b, a->s, a->hkv, a->d);
+    t[3] = H_like(&t[0]);
+    for (int i = 0; i < 3; i++) fill_normal(&t[i], 1);
+    fill_uniform(&t[3], -1, 1);
+}
+
+static void att_case(att_dims a, bool causal, double scale_mult, bool fd) {
+    const float scale = (float)(scale_mult / sqrt((double)a.d));
+    mt_tensor in[4];
+    att_inputs(&a, in);
+    att_ref r = att_ref_alloc(&a, true);
+    for (int64_t b = 0; b < a.b; b++)
+        for (int64_t h = 0; h < a.hq; h++)
+            for (int64_t t = 0; t < a.t; t++)
+                att_ref_row(&a, scale, causal, F(&in[0]), F(&in[1]), F(&in[2]), F(&in[3]), b, h, t,
+                            &r);
+    io f = {.nin = 3, .nout = 2, .in = {in[0], in[1], in[2]}};
+    f.out[0] = H_like(&in[0]);
+    f.out[1] = HT(MT_F32, a.b, a.hq, a.t);
+    /* the backward takes out and lse as the forward stores them (f32) */
+    io bw = {
+        .nin = 6, .nout = 3, .in = {in[0], in[1], in[2], H_like(&in[0]), H_like(&f.out[1]), in[3]}};
+    for (int64_t i = 0; i < N(&in[0]); i++) F(&bw.in[3])[i] = (float)r.out[i];
+    for (int64_t i = 0; i < N(&f.out[1]); i++) F(&bw.in[4])[i] = (float)r.lse[i];
+    bw.out[0] = H_like(&in[0]);
+    bw.out[1] = H_like(&in[1]);
+    bw.out[2] = H_like(&in[2]);
+    char label[192];
+    att_label(label, sizeof label, &a, scale, causal);
+    att_p ap = {scale, causal, true}, lean = {scale, causal, false};
+    run_case("attention_fwd", label, call_att_fwd, &ap, &f,
+             (expect[]){{r.out, r.out_mag, F32_TOL, 1e-6}, {r.lse, NULL, F32_TOL, 1.0}}, NULL);
+    io fl = f;
+    fl.nout = 1;
+    run_case("attention_fwd", label, call_att_fwd, &lean, &fl,
+             (expect[]){{r.out, r.out_mag, F32_TOL, 1e-6}}, NULL);
+    run_case("attention_bwd", label, call_att_bwd, &ap, &bw,
+             (expect[]){{r.dq, r.dq_mag, GRAD_TOL, 1e-6},
+                        {r.dk, r.dk_mag, GRAD_TOL, 1e-6},
+                        {r.dv, r.dv_mag, GRAD_TOL, 1e-6}},
+             NULL);
+    if (!fd) return;
+    /* central differences along q, k and v, with w = dout and the backward fed each backend's
+     * own out and lse */
+    for (int dv = 0; dv < MT_DEVICE_COUNT; dv++) {
+        mt_tensor fr[MAX_IO], gr[MAX_IO];
+        if (!g_have[dv] || run_on(&g_ctx[dv], call_att_fwd, &ap, &f, fr) != MT_OK) continue;
+        io bb = bw;
+        bb.in[3] = fr[0];
+        bb.in[4] = fr[1];
+        if (run_on(&g_ctx[dv], call_att_bwd, &ap, &bb, gr) != MT_OK) continue;
+        for (int wrt = 0; wrt < 3; wrt++)
+            fd_check(&g_ctx[dv], "attention_bwd", label, call_att_fwd, &ap, &f, wrt, F(&in[3]),
+                     &gr[wrt], 1e-3);
+    }
+}
+
+#define ATT(b, t, s, hq, hkv, d) ((att_dims){b, t, s, hq, hkv, d})
+
+static void test_attention(void) {
+    rng_seed(43);
+    att_case(ATT(1, 1, 1, 1, 1, 1), false, 1, true);
+    att_case(ATT(2, 5, 5, 2, 2, 8), false, 1, true);
+    att_case(ATT(2, 5, 5, 2, 2, 8), true, 1, true);
+    att_case(ATT(1, 7, 7, 4, 2, 16), true, 1, true);  /* GQA 2 */
+    att_case(ATT(2, 3, 9, 4, 1, 8), true, 1, true);   /* GQA 4, queries at the end of a cache */
+    att_case(ATT(1, 1, 37, 8, 2, 16), true, 1, true); /* decoding one token */
+    att_case(ATT(2, 1, 20, 4, 4, 8), false, 3, true); /* T = 1, peaky softmax */
+    att_case(ATT(1, 9, 4, 2, 1, 4), false, 1, true);  /* more queries than keys */
+    att_case(ATT(1, 6, 6, 3, 1, 5), true, 4, false);  /* GQA 3 */
+    att_case(ATT(1, 4, 4, 2, 1, 8), true, 0, false);  /* scale 0: uniform over what is seen */
+    /* several query and key blocks (128 rows, 128 keys): edges of blocks and of the mask */
+    att_case(ATT(1, 300, 300, 2, 1, 32), true, 1, false);
+    att_case(ATT(1, 260, 260, 1, 1, 24), false, 1, false);
+    att_case(ATT(2, 130, 400, 2, 2, 16), true, 1, false);
+    att_case(ATT(1, 200, 200, 4, 2, 64), true, 2, false);
+    att_case(ATT(1, 150, 150, 2, 1, 128), true, 1, false);
+    att_case(ATT(1, 1, 4096, 8, 2, 128), true, 1, false); /* decoding against a long cache */
+    att_case(ATT(1, 3, 2500, 4, 1, 64), true, 1, false);  /* a few tokens at a time */
+    /* random shapes: GQA ratios 1, 2 and 4, causal (then T <= S) or not */
+    for (int i = 0; i < 10; i++) {
+        const int64_t rep = (int64_t[]){1, 2, 4}[rng_int(0, 2)], hkv = rng_int(1, 3);
+        const bool causal = rng_int(0, 1);
+        const int64_t b = rng_int(1, 3), t = rng_int(1, 40), d = rng_int(1, 40);
+        const int64_t s = causal ? t + rng_int(0, 30) : rng_int(1, 70);
+        att_case(ATT(b, t, s, hkv * rep, hkv, d), causal, rng_range(0.5, 2), i < 4);
+    }
+}
+
+/* A long causal sequence, T = S = 4096 with D = 128, too long for the whole reference: the rows
+ * of a few queries (out, lse, dq) against the reference, and dk, dv of a few keys against sums
+ * over every query that uses the op's own lse and out for P and delta (both checked on the
+ * sampled rows). */
+static void att_long_case(att_dims a) {
+    const float scale = (float)(1 / sqrt((double)a.d));
+    mt_tensor in[4];
+    att_inputs(&a, in);
+    io f = {.nin = 3, .nout = 2, .in = {in[0], in[1], in[2]}};
+    f.out[0] = H_like(&in[0]);
+    f.out[1] = HT(MT_F32, a.b, a.hq, a.t);
+    att_p ap = {scale, true, true};
+    mt_tensor fr[MAX_IO], gr[MAX_IO];
+    MT_CHECK_OK(run_on(&g_ctx[MT_CPU], call_att_fwd, &ap, &f, fr));
+    io bw = {.nin = 6, .nout = 3, .in = {in[0], in[1], in[2], fr[0], fr[1], in[3]}};
+    bw.out[0] = H_like(&in[0]);
+    bw.out[1] = H_like(&in[1]);
+    bw.out[2] = H_like(&in[2]);
+    MT_CHECK_OK(run_on(&g_ctx[MT_CPU], call_att_bwd, &ap, &bw, gr));
+    char label[192];
+    att_label(label, sizeof label, &a, scale, true);
+    att_ref r = att_ref_alloc(&a, false);
+    const int64_t ts[] = {0, 1, 127, 128, a.t / 2 + 3, a.t - 1}, d = a.d;
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+        for (int64_t h = 0; h < a.hq; h++) {
+            att_ref_row(&a, scale, true, F(&in[0]), F(&in[1]), F(&in[2]), F(&in[3]), 0, h, ts[i],
+                        &r);
+            const int64_t qi = (ts[i] * a.hq + h) * d, li = h * a.t + ts[i];
+            for (int64_t c = 0; c < d; c++) {
+                MT_CHECK(close_enough(F(&fr[0])[qi + c], r.out[qi + c], r.out_mag[qi + c], F32_TOL,
+                                      1e-6),
+                         "(%s: out[t %" PRId64 ", h %" PRId64 "] %.9g vs %.9g)", label, ts[i], h,
+                         F(&fr[0])[qi + c], r.out[qi + c]);
+                MT_CHECK(
+                    close_enough(F(&gr[0])[qi + c], r.dq[qi + c], r.dq_mag[qi + c], GRAD_TOL, 1e-6),
+                    "(%s: dq[t %" PRId64 ", h %" PRId64 "] %.9g vs %.9g)", label, ts[i], h,
+                    F(&gr[0])[qi + c], r.dq[qi + c]);
+            }
+            MT_CHECK(close_enough(F(&fr[1])[li], r.lse[li], fabs(r.lse[li]), F32_TOL, 1.0),
+                     "(%s: lse %.9g vs %.9g)", label, F(&fr[1])[li], r.lse[li]);
+        }
+    /* dk and dv of key j: sums over the queries that see it, t >= j, of every head of its group */
+    const int64_t js[] = {0, 5, 1000, a.s - 2, a.s - 1}, rep = a.hq / a.hkv;
+    double *dk = DBL(d), *dkm = DBL(d), *dvv = DBL(d), *dvm = DBL(d);
+    for (size_t i = 0; i < sizeof js / sizeof js[0]; i++)
+        for (int64_t g = 0; g < a.hkv; g++) {
+            const int64_t j = js[i], ki = (j * a.hkv + g) * d;
+            for (int64_t c = 0; c < d; c++) dk[c] = dkm[c] = dvv[c] = dvm[c] = 0;
+            for (int64_t h = g * rep; h < (g + 1) * rep; h++)
+                for (int64_t t = j; t < a.t; t++) {
+                    const int64_t qi = (t * a.hq + h) * d;
+                    const float *qv = F(&in[0]) + qi, *dov = F(&in[3]) + qi, *o = F(&fr[0]) + qi;
+                    double s = 0, dp = 0, adp = 0, dl = 0, adl = 0;
+                    for (int64_t c = 0; c < d; c++) {
+                        s += (double)qv[c] * F(&in[1])[ki + c];
+                        dp += (double)dov[c] * F(&in[2])[ki + c];
+                        adp += fabs((double)dov[c] * F(&in[2])[ki + c]);
+                        dl += (double)dov[c] * o[c];
+                        adl += fabs((double)dov[c] * o[c]);
+                    }
+                    const double p = exp(scale * s - F(&fr[1])[h * a.t + t]);
+                    for (int64_t c = 0; c < d; c++) {
+                        dk[c] += scale * p * (dp - dl) * qv[c];
+                        dkm[c] += scale * p * (adp + adl) * fabs(qv[c]);
+                        dvv[c] += p * dov[c];
+                        dvm[c] += p * fabs(dov[c]);
+                    }
+                }
+            for (int64_t c = 0; c < d; c++) {
+                MT_CHECK(close_enough(F(&gr[1])[ki + c], dk[c], dkm[c], GRAD_TOL, 1e-6),
+                         "(%s: dk[s %" PRId64 "] %.9g vs %.9g)", label, j, F(&gr[1])[ki + c],
+                         dk[c]);
+                MT_CHECK(close_enough(F(&gr[2])[ki + c], dvv[c], dvm[c], GRAD_TOL, 1e-6),
+                         "(%s: dv[s %" PRId64 "] %.9g vs %.9g)", label, j, F(&gr[2])[ki + c],
+                         dvv[c]);
+            }
+        }
+}
+
+static void test_attention_long(void) {
+    rng_seed(44);
+    att_long_case(ATT(1, 4096, 4096, 2, 1, 128));
+}
+
+/* Times (not checked) on the test's CPU context: the forward and backward of a causal prefill,
+ * and the forward of one token against a long KV cache. */
+static void test_attention_bench(void) {
+    rng_seed(45);
+    mt_ctx *ctx = &g_ctx[MT_CPU];
+    const struct {
+        att_dims a;
+        bool bwd;
+    } runs[] = {{ATT(1, 2048, 2048, 8, 2, 128), true}, {ATT(1, 1, 4096, 32, 8, 128), false}};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        const att_dims a = runs[i].a;
+        const float scale = (float)(1 / sqrt((double)a.d));
+        mt_tensor in[4], out = HT(MT_F32, a.b, a.t, a.hq, a.d), lse = HT(MT_F32, a.b, a.hq, a.t);
+        att_inputs(&a, in);
+        double t0 = mt_now();
+        MT_CHECK_OK(mt_attention_fwd(ctx, &in[0], &in[1], &in[2], scale, true, &out, &lse));
+        double tf = mt_now() - t0, tb = 0;
+        if (runs[i].bwd) {
+            mt_tensor dq = H_like(&in[0]), dk = H_like(&in[1]), dv = H_like(&in[2]);
+            t0 = mt_now();
+            MT_CHECK_OK(mt_attention_bwd(ctx, &in[0], &in[1], &in[2], &out, &lse, &in[3], scale,
+                                         true, &dq, &dk, &dv));
+            tb = mt_now() - t0;
+        }
+        /* two GEMMs (QK^T, PV) of 2 flop per multiply-add over the pairs the mask keeps; the
+         * backward's five GEMMs are 2.5 times that */
+        double pairs = a.t == a.s ? a.t * (a.t + 1) / 2.0 : (double)a.t * a.s;
+        double flop = 4.0 * a.b * a.hq * pairs * a.d;
+        char label[192];
+        att_label(label, sizeof label, &a, scale, true);
+        printf("attention %s, %d threads: forward %.2f ms (%.1f GFLOP/s)", label, ctx->threads,
+               tf * 1e3, flop / tf * 1e-9);
+        if (runs[i].bwd)
+            printf(", backward %.2f ms (%.1f GFLOP/s)", tb * 1e3, 2.5 * flop / tb * 1e-9);
+        printf("\n");
+    }
+}
+
+/* ---- SwiGLU ---- */
+
+/* Forward: 0 separate output, 1 y in place of gate, 2 of up. Backward: 0 separate outputs, 1
+ * dgate in place of gate and dup of up, 2 dgate in place of up and dup of dy. */
+typedef struct swiglu_p {
+    int alias;
+} swiglu_p;
+
+/* in: gate, up; out: y */
+static mt_status call_swiglu_fwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const swiglu_p *s = p;
+    if (s->alias == 0) return mt_swiglu_fwd(ctx, &in[0], &in[1], &out[0]);
+    MT_TRY(mt_tensor_copy(ctx, &out[0], &in[s->alias - 1]));
+    if (s->alias == 1) return mt_swiglu_fwd(ctx, &out[0], &in[1], &out[0]);
+    return mt_swiglu_fwd(ctx, &in[0], &out[0], &out[0]);
+}
+
+/* in: gate, up, dy; out: dgate, dup */
+static mt_status call_swiglu_bwd(mt_ctx *ctx, const void *p, mt_tensor *in, mt_tensor *out) {
+    const swiglu_p *s = p;
+    if (s->alias == 0) return mt_swiglu_bwd(ctx, &in[0], &in[1], &in[2], &out[0], &out[1]);
+    MT_TRY(mt_tensor_copy(ctx, &out[0], &in[s->alias - 1]));
+    MT_TRY(mt_tensor_copy(ctx, &out[1], &in[s->alias]));
+    if (s->alias == 1) return mt_swiglu_bwd(ctx, &out[0], &out[1], &in[2], &out[0], &out[1]);
+    return mt_swiglu_bwd(ctx, &in[0], &out[0], &out[1], &out[0], &out[1]);
+}
+
+static void swiglu_case(int nd, const int64_t *shape, double range, int alias, bool fd) {
+    io f = {.nin = 2, .nout = 1, .in = {H(MT_F32, nd, shape), H(MT_F32, nd, shape)}};
+    fill_uniform(&f.in[0], -range, range);
+    fill_normal(&f.in[1], 1);
+    f.out[0] = H(MT_F32, nd, shape);
+    io b = {.nin = 3, .nout = 2, .in = {f.in[0], f.in[1], H(MT_F32, nd, shape)}};
+    fill_uniform(&b.in[2], -1, 1);
+    b.out[0] = H(MT_F32, nd, shape);
+    b.out[1] = H(MT_F32, nd, shape);
+    const int64_t n = N(&f.in[0]);
+    double *y = DBL(n), *dg = DBL(n), *dgm = DBL(n), *du = DBL(n);
+    for (int64_t i = 0; i < n; i++) {
+        double g = F(&f.in[0])[i], u = F(&f.in[1])[i], dy = F(&b.in[2])[i];
+        double s = 1 / (1 + exp(-g));
+        y[i] = g * s * u;
+        dg[i] = dy * u * s * (1 + g * (1 - s));
+        dgm[i] = fabs(dy * u * s) * (1 + fabs(g) * (1 - s));
+        du[i] = dy * g * s;
+    }
+    char label[160], dd[96];
+    snprintf(label, sizeof label, "gate %s in +-%g, alias %d", desc(&f.in[0], dd), range, alias);
+    run_case("swiglu_fwd", label, call_swiglu_fwd, &(swiglu_p){alias}, &f,
+             (expect[]){{y, NULL, F32_TOL, 1e-30}}, NULL);
+    run_case("swiglu_bwd", label, call_swiglu_bwd, &(swiglu_p){alias}, &b,
+             (expect[]){{dg, dgm, F32_TOL, 1e-30}, {du, NULL, F32_TOL, 1e-30}}, NULL);
+    if (!fd) return;
+    for (int dv = 0; dv < MT_DEVICE_COUNT; dv++) {
+        mt_tensor gr[MAX_IO];
+        if (!g_have[dv] || run_on(&g_ctx[dv], call_swiglu_bwd, &(swiglu_p){0}, &b, gr) != MT_OK)
+            continue;
+        for (int wrt = 0; wrt < 2; wrt++)
+            fd_check(&g_ctx[dv], "swiglu_bwd", label, call_swiglu_fwd, &(swiglu_p){0}, &f, wrt,
+                     F(&b.in[2]), &gr[wrt], 1e-3);
+    }
+}
+
+static void test_swiglu(void) {
+    rng_seed(46);
+    swiglu_case(1, (int64_t[]){1}, 1, 0, true);
+    swiglu_case(2, (int64_t[]){3, 7}, 4, 0, true);
+    swiglu_case(3, (int64_t[]){2, 3, 11}, 8, 1, true);
+    swiglu_case(2, (int64_t[]){5, 6}, 3, 2, true);
+    swiglu_case(1, (int64_t[]){64}, 120, 0, false);     /* exp(-g) overflows: silu -> 0 or g */
+    swiglu_case(2, (int64_t[]){70, 1000}, 6, 0, false); /* OpenMP threshold */
+    for (int i = 0; i < 4; i++) {
+        int64_t shape[4];
+        int nd = (int)rng_int(1, 4);
+        random_shape(shape, nd, 9);
+        swiglu_case(nd, shape, rng_range(1, 10), (int)rng_int(0, 2), true);
+    }
+}
+
+/* ---- PyTorch's values ---- */
+
+/* Computed with /work/torchenv/bin/python (torch 2.15 CPU, transformers 5.24), printed "%.9g":
+ *   RMSNorm: LlamaRMSNorm(6, eps=1e-6) with weight[j] = 0.5 + j/8 on x (2,6), x[i] = ((7i) % 11 -
+ *     5)/4; y.backward(dy) with dy[i] = ((5i) % 9 - 4)/8 gives x.grad and weight.grad.
+ *   RoPE: LlamaRotaryEmbedding(LlamaConfig(head_dim=8, rope_theta=10000)) at position_ids
+ *     [[2,3,4]], apply_rotary_pos_emb(x, x, cos, sin, unsqueeze_dim=2)[0] on x (1,3,2,8) in our
+ *     (B,T,H,D) layout, x[i] = ((3i) % 13 - 6)/5.
+ *   Attention: F.scaled_dot_product_attention on q (1,2,2,4), k and v (1,3,1,4) transposed to
+ *     (B,H,T,D), scale 0.5, enable_gqa=True, attn_mask = ones(2,3).tril(diagonal=1) (bottom-right
+ *     causal), q[i] = ((5i) % 11 - 5)/4, k[i] = ((3i) % 7 - 3)/3, v[i] = ((7i) % 9 - 4)/2;
+ *     backward of dout[i] = ((2i) % 5 - 2)/2; lse = torch.logsumexp of the masked scaled scores
+ *     with k repeat_interleave'd over the query heads, (B,Hq,T).
+ *   SwiGLU: F.silu(g) * u with g[i] = (i - 3.5) * 1.1, u[i] = ((3i) % 5 - 2)/2, backward of dy[i]
+ *     = ((7i) % 5 - 2)/3. */
+static const float torch_rms_y[] = {-0.742610157f, 0.371305078f, -0.445566118f, 1.29956782f,
+                                    0.297044069f,  -1.00252378f, 0.598505139f,  0.0f,
+                                    -0.897757709f, 0.785538018f, -0.29925257f,  -1.68329561f};
+static const float torch_rms_dx[] = {-0.161900103f, 0.0387686864f, -0.280116975f, 0.124769598f,
+                                     -0.324072868f, 0.582348287f,  -0.104961671f, 0.374065697f,
+                                     0.0301485304f, -0.546303391f, 0.157163411f,  -0.467303067f};
+static const float torch_rms_dw[] = {0.592983842f,   0.0742610171f, 0.222783059f,
+                                     -0.0775737762f, -0.111667588f, 0.226924002f};
+static const float torch_rope_y[] = {
+    -0.591780722f, -0.429104507f, 0.00399973337f, 0.599198818f,    -1.59053326f,  -0.903254867f,
+    -0.199960008f, 0.401199222f,  -1.14358473f,   -0.741663396f,   -0.387920827f, 0.199999616f,
+    0.576379895f,  -1.3747493f,   -0.607879519f,  0.000399999757f, -0.650443494f, 0.850883722f,
+    -0.769644558f, -0.198799103f, -0.311325014f,  1.30996084f,     -1.02354646f,  -0.400598228f,
+    -0.197998509f, 0.586957097f,  -1.2354548f,    -0.597597361f,   0.0282240007f, 0.809618115f,
+    1.1634655f,    -0.801796436f, -0.171992272f,  0.290540695f,    0.967208624f,  -0.995192051f,
+    0.412817955f,  0.339979529f,  0.839349449f,   -1.20399046f,    -0.213255793f, 0.0778836757f,
+    0.583524346f,  1.19599056f,   0.976996422f,   -0.184212193f,   0.42367366f,   1.00479198f};
+static const float torch_att_out[] = {-1.89909339f, 1.60090661f,   0.60090661f,  -0.39909339f,
+                                      -1.6344707f,  1.86552942f,   0.865529299f, -0.134470716f,
+                                      -1.57511926f, 1.55623484f,   0.924880803f, -0.0751192421f,
+                                      -1.24391389f, -0.922091484f, 1.25608611f,  0.256086141f};
+static const float torch_att_lse[] = {1.51707923f, 1.54366267f, 1.31326163f, 1.34776938f};
+static const float torch_att_dq[] = {-0.0335592628f, 0.0134237297f,  0.0134236682f,  0.0134237502f,
+                                     0.0409608334f,  -0.0163843557f, -0.0163842998f, -0.0163843744f,
+                                     -0.0457480066f, -0.133137062f,  0.11925672f,    -0.133137062f,
+                                     0.101429075f,   0.286171794f,   -0.258400559f,  0.286171794f};
+static const float torch_att_dk[] = {-0.014387738f,  -0.251193941f, 0.0629693121f,  -0.229209617f,
+                                     0.0684722513f,  -0.148710012f, 0.0224198811f,  -0.139389515f,
+                                     -0.0540843755f, 0.399903953f,  -0.0853892267f, 0.368599087f};
+static const float torch_att_dv[] = {-0.585706532f,  -0.249906272f, 0.663071752f, -0.32424143f,
+                                     -0.0795945376f, -0.43792358f,  -0.43428123f, 0.530503154f,
+                                     0.665301085f,   -0.312170208f, 0.271209568f, -0.706261754f};
+static const float torch_sw_y[] = {0.0802199319f, -0.0826191455f, 0.132914886f, -0.20122543f,
+                                   0.0f,          -1.38417017f,   1.29238081f,  -1.88489008f};
+static const float torch_sw_dg[] = {-0.0384747311f, -0.0f,        0.0206310861f, -0.0794200674f,
+                                    0.0f,           0.707928896f, 0.0f,          -0.352570653f};
+static const float torch_sw_du[] = {0.0534799546f, -0.0f,         -0.177219853f, 0.0670751482f,
+                                    0.116258197f,  -0.922780156f, 0.0f,          2.51318693f};
+
+static double *dbl_of(const float *v, int64_t n) {
+    double *d = DBL(n);
+    for (int64_t i = 0; i < n; i++) d[i] = v[i];
+    return d;
+}
+
+/* t[i] = ((mul * i) % mod - sub) / div, the inputs of the PyTorch script. */
+static void fill_pattern(mt_tensor *t, int mul, int mod, int sub, double div) {
+    for (int64_t i = 0; i < N(t); i++) F(t)[i] = (float)((double)((mul * i) % mod - sub) / div);
+}
+
+static void test_llama_torch(void) {
+    /* RMSNorm */
+    io f = {.nin = 2, .nout = 2, .in = {HT(MT_F32, 2, 6), HT(MT_F32, 6)}};
+    f.out[0] = HT(MT_F32, 2, 6);
+    f.out[1] = HT(MT_F32, 2);
+    fill_pattern(&f.in[0], 7, 11, 5, 4);
+    for (int j = 0; j < 6; j++) F(&f.in[1])[j] = 0.5f + j / 8.0f;
+    rms_p rp = {1e-6f, false, true};
+    mt_tensor fr[MAX_IO];
+    run_case("rmsnorm_fwd", "LlamaRMSNorm's values", call_rms_fwd, &rp, &f,
+             (expect[]){{dbl_of(torch_rms_y, 12), NULL, F32_TOL, 1e-6}, {NULL}}, fr);
+    io b = {.nin = 4, .nout = 2, .in = {f.in[0], f.in[1], fr[1], HT(MT_F32, 2, 6)}};
+    fill_pattern(&b.in[3], 5, 9, 4, 8);
+    b.out[0] = HT(MT_F32, 2, 6);
+    b.out[1] = HT(MT_F32, 6);
+    memset(b.out[1].data, 0, mt_tensor_bytes(&b.out[1]));
+    run_case("rmsnorm_bwd", "LlamaRMSNorm's gradients", call_rms_bwd, &rp, &b,
+             (expect[]){{dbl_of(torch_rms_dx, 12), NULL, F32_TOL * 3, 1e-6},
+                        {dbl_of(torch_rms_dw, 6), NULL, F32_TOL, 1e-6}},
+             NULL);
+    /* RoPE */
+    io r = {.nin = 3, .nout = 1, .in = {HT(MT_F32, 1, 3, 2, 8)}, .out = {HT(MT_F32, 1, 3, 2, 8)}};
+    fill_pattern(&r.in[0], 3, 13, 6, 5);
+    rope_tables(3, 8, 2, 10000.0, &r.in[1], &r.in[2]);
+    run_case("rope", "apply_rotary_pos_emb's values", call_rope, &(rope_p){false, false}, &r,
+             (expect[]){{dbl_of(torch_rope_y, 48), NULL, F32_TOL, 1e-3}}, NULL);
+    /* attention: GQA 2, causal with T < S */
+    io a = {.nin = 3,
+            .nout = 2,
+            .in = {HT(MT_F32, 1, 2, 2, 4), HT(MT_F32, 1, 3, 1, 4), HT(MT_F32, 1, 3, 1, 4)},
+            .out = {HT(MT_F32, 1, 2, 2, 4), HT(MT_F32, 1, 2, 2)}};
+    fill_pattern(&a.in[0], 5, 11, 5, 4);
+    fill_pattern(&a.in[1], 3, 7, 3, 3);
+    fill_pattern(&a.in[2], 7, 9, 4, 2);
+    att_p ap = {0.5f, true, true};
+    run_case("attention_fwd", "scaled_dot_product_attention's values", call_att_fwd, &ap, &a,
+             (expect[]){{dbl_of(torch_att_out, 16), NULL, F32_TOL, 1e-3},
+                        {dbl_of(torch_att_lse, 4), NULL, F32_TOL, 1e-3}},
+             NULL);
+    io ab = {.nin = 6,
+             .nout = 3,
+             .in = {a.in[0], a.in[1], a.in[2], HT(MT_F32, 1, 2, 2, 4), HT(MT_F32, 1, 2, 2)}};
+    for (int i = 0; i < 16; i++) F(&ab.in[3])[i] = torch_att_out[i];
+    for (int i = 0; i < 4; i++) F(&ab.in[4])[i] = torch_att_lse[i];
+    ab.in[5] = HT(MT_F32, 1, 2, 2, 4);
+    fill_pattern(&ab.in[5], 2, 5, 2, 2);
+    ab.out[0] = HT(MT_F32, 1, 2, 2, 4);
+    ab.out[1] = HT(MT_F32, 1, 3, 1, 4);
+    ab.out[2] = HT(MT_F32, 1, 3, 1, 4);
+    /* dq and dk are differences of nearby values: absolute tolerance at the scale of dv */
+    run_case("attention_bwd", "scaled_dot_product_attention's gradients", call_att_bwd, &ap, &ab,
+             (expect[]){{dbl_of(torch_att_dq, 16), NULL, F32_TOL, 0.1},
+                        {dbl_of(torch_att_dk, 12), NULL, F32_TOL, 0.1},
+                        {dbl_of(torch_att_dv, 12), NULL, F32_TOL, 0.1}},
+             NULL);
+    /* SwiGLU */
+    io s = {.nin = 2, .nout = 1, .in = {HT(MT_F32, 8), HT(MT_F32, 8)}, .out = {HT(MT_F32, 8)}};
+    for (int i = 0; i < 8; i++) F(&s.in[0])[i] = (float)((i - 3.5) * 1.1);
+    fill_pattern(&s.in[1], 3, 5, 2, 2);
+    run_case("swiglu_fwd", "silu(g) * u's values", call_swiglu_fwd, &(swiglu_p){0}, &s,
+             (expect[]){{dbl_of(torch_sw_y, 8), NULL, F32_TOL, 1e-6}}, NULL);
+    io sb = {.nin = 3, .nout = 2, .in = {s.in[0], s.in[1], HT(MT_F32, 8)}};
+    fill_pattern(&sb.in[2], 7, 5, 2, 3);
+    sb.out[0] = HT(MT_F32, 8);
+    sb.out[1] = HT(MT_F32, 8);
+    run_case("swiglu_bwd", "silu(g) * u's gradients", call_swiglu_bwd, &(swiglu_p){0}, &sb,
+             (expect[]){{dbl_of(torch_sw_dg, 8), NULL, F32_TOL, 1e-6},
+                        {dbl_of(torch_sw_du, 8), NULL, F32_TOL, 1e-6}},
+             NULL);
+}
+
 /* ==== bad arguments =========================================================================== */
 
 static void test_bad_args(void) {
@@ -3460,6 +4217,194 @@ static void test_bad_args_decoder(void) {
 #undef REF
 }
 
+/* Bad arguments of the Llama-family layers: RMSNorm, RoPE, attention, SwiGLU. */
+static void test_bad_args_llama(void) {
+    mt_ctx *ctx = &g_ctx[MT_CPU];
+    static float buf[8192];
+    for (int i = 0; i < 8192; i++) buf[i] = 0.25f;
+#define T4(off, a, b, c, d) mt_tensor_4d(buf + (off), MT_F32, MT_CPU, a, b, c, d)
+#define T3(off, a, b, c)    mt_tensor_3d(buf + (off), MT_F32, MT_CPU, a, b, c)
+#define T2(off, a, b)       mt_tensor_2d(buf + (off), MT_F32, MT_CPU, a, b)
+#define T1(off, a)          mt_tensor_1d(buf + (off), MT_F32, MT_CPU, a)
+#define REF(t)              ((mt_tensor[]){t})
+    /* RMSNorm: x (3,8), w (8), rstd (3) */
+    mt_tensor x = T2(0, 3, 8), w = T1(100, 8), y = T2(200, 3, 8), rs = T1(300, 3);
+    mt_tensor dy = T2(400, 3, 8), dx = T2(500, 3, 8), dw = T1(600, 8);
+    mt_tensor xh = x;
+    xh.dtype = MT_BF16;
+    MT_CHECK_OK(mt_rmsnorm_fwd(ctx, &x, &w, 1e-6f, &y, &rs));
+    MT_CHECK_OK(mt_rmsnorm_fwd(ctx, &y, &w, 1e-6f, &y, NULL)); /* in place, no rstd */
+    MT_CHECK_OK(mt_rmsnorm_bwd(ctx, &x, &w, &rs, &dy, &dx, &dw));
+    MT_CHECK_OK(mt_rmsnorm_bwd(ctx, &x, &w, &rs, &dy, &dy, NULL)); /* in place, no dw */
+    MT_CHECK_OK(mt_rmsnorm_fwd(ctx, REF(T3(0, 2, 3, 4)), REF(T1(100, 4)), 0, REF(T3(200, 2, 3, 4)),
+                               REF(T2(300, 2, 3))));
+    MT_CHECK_OK(mt_rmsnorm_fwd(ctx, REF(T3(0, 2, 3, 4)), REF(T1(100, 4)), 0, REF(T3(200, 2, 3, 4)),
+                               REF(T1(300, 6)))); /* rstd flat */
+    MT_CHECK_FAILS(mt_rmsnorm_fwd(ctx, REF(T3(0, 2, 3, 4)), REF(T1(100, 4)), 0,
+                                  REF(T3(200, 2, 3, 4)), REF(T2(300, 3, 2))),
+                   MT_ERR_SHAPE,
+                   "rmsnorm_fwd: rstd [3,2] f32 cpu and x [2,3,4] f32 cpu: expected one value per "
+                   "row (x's leading dims, or [6])");
+    MT_CHECK_FAILS(mt_rmsnorm_fwd(ctx, &x, REF(T1(100, 7)), 1e-6f, &y, &rs), MT_ERR_SHAPE,
+                   "rmsnorm_fwd: w [7] f32 cpu and x [3,8] f32 cpu: expected one weight per column "
+                   "(8)");
+    MT_CHECK_FAILS(
+        mt_rmsnorm_fwd(ctx, REF(T2(0, 3, 0)), REF(T1(100, 0)), 1e-6f, REF(T2(200, 3, 0)), NULL),
+        MT_ERR_SHAPE, "rmsnorm_fwd: x [3,0] f32 cpu: the normalised dim is empty");
+    MT_CHECK_FAILS(mt_rmsnorm_fwd(ctx, &x, &w, -1, &y, &rs), MT_ERR_ARG,
+                   "rmsnorm_fwd: eps -1: expected a finite value >= 0");
+    MT_CHECK_FAILS(mt_rmsnorm_fwd(ctx, &x, &w, NAN, &y, &rs), MT_ERR_ARG, "rmsnorm_fwd: eps nan");
+    MT_CHECK_FAILS(mt_rmsnorm_fwd(ctx, &x, &w, 1e-6f, &y, REF(T1(300, 4))), MT_ERR_SHAPE,
+                   "rmsnorm_fwd: rstd [4] f32 cpu and x [3,8] f32 cpu: expected one value per row");
+    MT_CHECK_FAILS(mt_rmsnorm_fwd(ctx, &x, &w, 1e-6f, &y, REF(T2(300, 3, 1))), MT_ERR_SHAPE,
+                   "rmsnorm_fwd: rstd [3,1] f32 cpu and x [3,8]");
+    MT_CHECK_FAILS(mt_rmsnorm_fwd(ctx, &xh, &w, 1e-6f, &y, &rs), MT_ERR_SHAPE,
+                   "rmsnorm_fwd: x [3,8] bf16 cpu: expected dtype f32");
+    MT_CHECK_FAILS(mt_rmsnorm_fwd(ctx, &x, &w, 1e-6f, REF(T2(4, 3, 8)), &rs), MT_ERR_ARG,
+                   "rmsnorm_fwd: y [3,8] f32 cpu overlaps x [3,8] f32 cpu without being the same");
+    MT_CHECK_FAILS(mt_rmsnorm_fwd(ctx, &x, &w, 1e-6f, &y, REF(T1(210, 3))), MT_ERR_ARG,
+                   "rmsnorm_fwd: rstd [3] f32 cpu overlaps y");
+    MT_CHECK_FAILS(mt_rmsnorm_fwd(ctx, &x, &w, 1e-6f, REF(T2(200, 3, 7)), &rs), MT_ERR_SHAPE,
+                   "rmsnorm_fwd: x [3,8] f32 cpu and y [3,7] f32 cpu: shapes differ");
+    MT_CHECK_FAILS(mt_rmsnorm_bwd(ctx, &x, &w, NULL, &dy, &dx, &dw), MT_ERR_ARG,
+                   "rmsnorm_bwd: rstd is NULL");
+    MT_CHECK_FAILS(mt_rmsnorm_bwd(ctx, &x, &w, &rs, &dy, &dx, REF(T1(600, 7))), MT_ERR_SHAPE,
+                   "rmsnorm_bwd: w [8] f32 cpu and dw [7] f32 cpu: shapes differ");
+    MT_CHECK_FAILS(mt_rmsnorm_bwd(ctx, &x, &w, &rs, &dy, REF(T2(10, 3, 8)), &dw), MT_ERR_ARG,
+                   "rmsnorm_bwd: dx [3,8] f32 cpu overlaps x");
+    MT_CHECK_FAILS(mt_rmsnorm_bwd(ctx, &x, &w, &rs, &dy, &dx, REF(T1(400, 8))), MT_ERR_ARG,
+                   "rmsnorm_bwd: dw [8] f32 cpu overlaps dy");
+    MT_CHECK_FAILS(mt_rmsnorm_bwd(ctx, &x, &w, &rs, REF(T2(400, 8, 3)), &dx, &dw), MT_ERR_SHAPE,
+                   "rmsnorm_bwd: x [3,8] f32 cpu and dy [8,3] f32 cpu: shapes differ");
+
+    /* RoPE: x (1,3,2,8), cos and sin (3,4) */
+    mt_tensor rx = T4(1000, 1, 3, 2, 8), rc = T2(1100, 3, 4), rsn = T2(1120, 3, 4);
+    mt_tensor ry = T4(1200, 1, 3, 2, 8);
+    MT_CHECK_OK(mt_rope(ctx, &rx, &rc, &rsn, false, &ry));
+    MT_CHECK_OK(mt_rope(ctx, &ry, &rc, &rsn, true, &ry)); /* in place */
+    MT_CHECK_FAILS(
+        mt_rope(ctx, REF(T4(1000, 1, 3, 2, 7)), &rc, &rsn, false, REF(T4(1200, 1, 3, 2, 7))),
+        MT_ERR_SHAPE, "rope: x [1,3,2,7] f32 cpu: the head dim 7 must be even");
+    MT_CHECK_FAILS(mt_rope(ctx, &rx, REF(T2(1100, 3, 8)), &rsn, false, &ry), MT_ERR_SHAPE,
+                   "rope: cos [3,8] f32 cpu: expected [3,4] f32 cpu (T, D/2) for x [1,3,2,8]");
+    MT_CHECK_FAILS(mt_rope(ctx, &rx, &rc, REF(T2(1120, 2, 4)), false, &ry), MT_ERR_SHAPE,
+                   "rope: sin [2,4] f32 cpu: expected [3,4]");
+    MT_CHECK_FAILS(mt_rope(ctx, REF(T3(1000, 3, 2, 8)), &rc, &rsn, false, &ry), MT_ERR_SHAPE,
+                   "rope: x [3,2,8] f32 cpu: expected 4 dims");
+    MT_CHECK_FAILS(mt_rope(ctx, &rx, &rc, &rsn, false, REF(T4(1100, 1, 3, 2, 8))), MT_ERR_ARG,
+                   "rope: y [1,3,2,8] f32 cpu overlaps cos");
+    MT_CHECK_FAILS(mt_rope(ctx, &rx, &rc, &rsn, false, REF(T4(1200, 1, 3, 1, 8))), MT_ERR_SHAPE,
+                   "rope: x [1,3,2,8] f32 cpu and y [1,3,1,8] f32 cpu: shapes differ");
+
+    /* attention: q (1,4,4,8), k and v (1,6,2,8), lse (1,4,4) */
+    mt_tensor q = T4(2000, 1, 4, 4, 8), k = T4(2200, 1, 6, 2, 8), v = T4(2300, 1, 6, 2, 8);
+    mt_tensor o = T4(2400, 1, 4, 4, 8), lse = T3(2600, 1, 4, 4), dout = T4(2700, 1, 4, 4, 8);
+    mt_tensor dq = T4(2900, 1, 4, 4, 8), dk = T4(3100, 1, 6, 2, 8), dvv = T4(3200, 1, 6, 2, 8);
+    MT_CHECK_OK(mt_attention_fwd(ctx, &q, &k, &v, 0.35f, true, &o, &lse));
+    MT_CHECK_OK(mt_attention_fwd(ctx, &q, &k, &v, 0.35f, false, &o, NULL));
+    MT_CHECK_OK(mt_attention_bwd(ctx, &q, &k, &v, &o, &lse, &dout, 0.35f, true, &dq, &dk, &dvv));
+    MT_CHECK_FAILS(mt_attention_fwd(ctx, &q, REF(T4(2200, 1, 6, 3, 8)), REF(T4(2400, 1, 6, 3, 8)),
+                                    0.35f, false, REF(T4(3500, 1, 4, 4, 8)), NULL),
+                   MT_ERR_SHAPE,
+                   "attention_fwd: q [1,4,4,8] f32 cpu and k [1,6,3,8] f32 cpu: 4 query heads are "
+                   "not a multiple of 3 kv heads");
+    MT_CHECK_FAILS(mt_attention_fwd(ctx, &q, REF(T4(2200, 1, 6, 0, 8)), REF(T4(2300, 1, 6, 0, 8)),
+                                    0.35f, false, &o, NULL),
+                   MT_ERR_SHAPE, "attention_fwd", "not a multiple of 0 kv heads");
+    MT_CHECK_FAILS(mt_attention_fwd(ctx, &q, &k, REF(T4(2300, 1, 6, 2, 4)), 0.35f, false, &o, NULL),
+                   MT_ERR_SHAPE,
+                   "attention_fwd: k [1,6,2,8] f32 cpu and v [1,6,2,4] f32 cpu: shapes differ");
+    MT_CHECK_FAILS(mt_attention_fwd(ctx, &q, REF(T4(2200, 1, 6, 2, 4)), REF(T4(2300, 1, 6, 2, 4)),
+                                    0.35f, false, &o, NULL),
+                   MT_ERR_SHAPE,
+                   "attention_fwd: q [1,4,4,8] f32 cpu (B,T,Hq,D) and k [1,6,2,4] f32 cpu "
+                   "(B,S,Hkv,D): batch or head dim differ");
+    MT_CHECK_FAILS(mt_attention_fwd(ctx, &q, REF(T4(2200, 2, 6, 2, 8)), REF(T4(2200, 2, 6, 2, 8)),
+                                    0.35f, false, &o, NULL),
+                   MT_ERR_SHAPE, "attention_fwd", "batch or head dim differ");
+    MT_CHECK_FAILS(mt_attention_fwd(ctx, &q, REF(T4(2200, 1, 3, 2, 8)), REF(T4(2300, 1, 3, 2, 8)),
+                                    0.35f, true, &o, &lse),
+                   MT_ERR_SHAPE,
+                   "attention_fwd: q [1,4,4,8] f32 cpu and k [1,3,2,8] f32 cpu: a causal mask "
+                   "needs T <= S (4 queries, 3 keys)");
+    MT_CHECK_OK(mt_attention_fwd(ctx, &q, REF(T4(2200, 1, 3, 2, 8)), REF(T4(2300, 1, 3, 2, 8)),
+                                 0.35f, false, &o, &lse)); /* without the mask T > S is fine */
+    MT_CHECK_FAILS(mt_attention_fwd(ctx, &q, REF(T4(2200, 1, 0, 2, 8)), REF(T4(2300, 1, 0, 2, 8)),
+                                    0.35f, false, &o, &lse),
+                   MT_ERR_SHAPE, "attention_fwd", "queries with no keys to attend to");
+    MT_CHECK_FAILS(mt_attention_fwd(ctx, REF(T4(2000, 1, 4, 4, 0)), REF(T4(2200, 1, 6, 2, 0)),
+                                    REF(T4(2300, 1, 6, 2, 0)), 0.35f, false,
+                                    REF(T4(2400, 1, 4, 4, 0)), NULL),
+                   MT_ERR_SHAPE, "attention_fwd: q [1,4,4,0] f32 cpu: the head dim is empty");
+    MT_CHECK_FAILS(mt_attention_fwd(ctx, &q, &k, &v, 0.35f, true, &o, REF(T3(2600, 1, 4, 3))),
+                   MT_ERR_SHAPE,
+                   "attention_fwd: lse [1,4,3] f32 cpu: expected [1,4,4] f32 cpu (B,Hq,T) for q "
+                   "[1,4,4,8]");
+    MT_CHECK_FAILS(mt_attention_fwd(ctx, &q, &k, &v, 0.35f, true, &o, REF(T2(2600, 4, 4))),
+                   MT_ERR_SHAPE, "attention_fwd: lse [4,4] f32 cpu: expected 3 dims");
+    MT_CHECK_FAILS(mt_attention_fwd(ctx, &q, &k, &v, 0.35f, true, REF(T4(2400, 1, 4, 2, 8)), NULL),
+                   MT_ERR_SHAPE, "attention_fwd: q [1,4,4,8] f32 cpu and out [1,4,2,8] f32 cpu");
+    MT_CHECK_FAILS(mt_attention_fwd(ctx, &q, &k, &v, INFINITY, true, &o, NULL), MT_ERR_ARG,
+                   "attention_fwd: scale inf: expected a finite value");
+    MT_CHECK_FAILS(mt_attention_fwd(ctx, REF(T3(2000, 4, 4, 8)), &k, &v, 0.35f, true, &o, NULL),
+                   MT_ERR_SHAPE, "attention_fwd: q [4,4,8] f32 cpu: expected 4 dims");
+    MT_CHECK_FAILS(mt_attention_fwd(ctx, &q, &k, &v, 0.35f, true, REF(T4(2010, 1, 4, 4, 8)), NULL),
+                   MT_ERR_ARG, "attention_fwd: out [1,4,4,8] f32 cpu overlaps q");
+    MT_CHECK_FAILS(mt_attention_fwd(ctx, &q, &k, &v, 0.35f, true, &o, REF(T3(2400, 1, 4, 4))),
+                   MT_ERR_ARG, "attention_fwd: lse [1,4,4] f32 cpu overlaps out");
+    MT_CHECK_FAILS(mt_attention_bwd(ctx, &q, &k, &v, &o, NULL, &dout, 0.35f, true, &dq, &dk, &dvv),
+                   MT_ERR_ARG, "attention_bwd: lse is NULL");
+    MT_CHECK_FAILS(mt_attention_bwd(ctx, &q, &k, &v, &o, &lse, REF(T4(2700, 1, 4, 4, 4)), 0.35f,
+                                    true, &dq, &dk, &dvv),
+                   MT_ERR_SHAPE, "attention_bwd: q [1,4,4,8] f32 cpu and dout [1,4,4,4]");
+    MT_CHECK_FAILS(mt_attention_bwd(ctx, &q, &k, &v, &o, &lse, &dout, 0.35f, true, &dq,
+                                    REF(T4(3100, 1, 6, 2, 4)), &dvv),
+                   MT_ERR_SHAPE,
+                   "attention_bwd: k [1,6,2,8] f32 cpu and dk [1,6,2,4] f32 cpu: shapes differ");
+    MT_CHECK_FAILS(mt_attention_bwd(ctx, &q, &k, &v, &o, &lse, &dout, 0.35f, true,
+                                    REF(T4(2750, 1, 4, 4, 8)), &dk, &dvv),
+                   MT_ERR_ARG, "attention_bwd: dq [1,4,4,8] f32 cpu overlaps dout");
+    MT_CHECK_FAILS(mt_attention_bwd(ctx, &q, &k, &v, &o, &lse, &dout, 0.35f, true, &dq, &dk,
+                                    REF(T4(3150, 1, 6, 2, 8))),
+                   MT_ERR_ARG, "attention_bwd: dv [1,6,2,8] f32 cpu overlaps dk");
+    MT_CHECK_FAILS(mt_attention_bwd(ctx, &q, &k, &v, &o, &lse, &dout, 0.35f, true, &dq, &dk,
+                                    REF(T4(2610, 1, 6, 2, 8))),
+                   MT_ERR_ARG, "attention_bwd: dv [1,6,2,8] f32 cpu overlaps lse");
+    /* no queries: nothing reaches k or v, whose gradients are zeroed */
+    for (int i = 3100; i < 3296; i++) buf[i] = 42;
+    MT_CHECK_OK(mt_attention_bwd(ctx, REF(T4(2000, 1, 0, 4, 8)), &k, &v, REF(T4(2400, 1, 0, 4, 8)),
+                                 REF(T3(2600, 1, 4, 0)), REF(T4(2700, 1, 0, 4, 8)), 0.35f, true,
+                                 REF(T4(2900, 1, 0, 4, 8)), &dk, &dvv));
+    MT_CHECK(buf[3100] == 0 && buf[3295] == 0, "(dk, dv with no queries: %g, %g)", buf[3100],
+             buf[3295]);
+
+    /* SwiGLU: (3,5) */
+    mt_tensor g = T2(4000, 3, 5), u = T2(4020, 3, 5), sy = T2(4040, 3, 5), sdy = T2(4060, 3, 5);
+    mt_tensor dg = T2(4080, 3, 5), du = T2(4100, 3, 5);
+    MT_CHECK_OK(mt_swiglu_fwd(ctx, &g, &u, &sy));
+    MT_CHECK_OK(mt_swiglu_fwd(ctx, &g, &sy, &sy)); /* in place of up */
+    MT_CHECK_OK(mt_swiglu_bwd(ctx, &g, &u, &sdy, &dg, &du));
+    MT_CHECK_OK(mt_swiglu_bwd(ctx, &g, &u, &sdy, &sdy, &g)); /* in place of inputs */
+    MT_CHECK_FAILS(mt_swiglu_fwd(ctx, &g, REF(T2(4020, 5, 3)), &sy), MT_ERR_SHAPE,
+                   "swiglu_fwd: gate [3,5] f32 cpu and up [5,3] f32 cpu: shapes differ");
+    MT_CHECK_FAILS(
+        mt_swiglu_fwd(ctx, &g, &u, REF(T2(4005, 3, 5))), MT_ERR_ARG,
+        "swiglu_fwd: y [3,5] f32 cpu overlaps gate [3,5] f32 cpu without being the same");
+    MT_CHECK_FAILS(mt_swiglu_fwd(ctx, &xh, &u, &sy), MT_ERR_SHAPE,
+                   "swiglu_fwd: gate [3,8] bf16 cpu: expected dtype f32");
+    MT_CHECK_FAILS(mt_swiglu_bwd(ctx, &g, &u, &sdy, &dg, &dg), MT_ERR_ARG,
+                   "swiglu_bwd: dup [3,5] f32 cpu overlaps dgate");
+    MT_CHECK_FAILS(mt_swiglu_bwd(ctx, &g, &u, &sdy, REF(T2(4061, 3, 5)), &du), MT_ERR_ARG,
+                   "swiglu_bwd: dgate [3,5] f32 cpu overlaps dy", "without being the same");
+    MT_CHECK_FAILS(mt_swiglu_bwd(ctx, &g, &u, REF(T2(4060, 15, 1)), &dg, &du), MT_ERR_SHAPE,
+                   "swiglu_bwd: gate [3,5] f32 cpu and dy [15,1] f32 cpu: shapes differ");
+#undef T4
+#undef T3
+#undef T2
+#undef T1
+#undef REF
+}
+
 /* Every op reports MT_ERR_UNSUPPORTED, naming itself and the backend, when an entry is missing. */
 static mt_status call_by_name(mt_ctx *ctx, const char *op) {
     static float f[512];
@@ -3546,6 +4491,28 @@ static mt_status call_by_name(mt_ctx *ctx, const char *op) {
         return mt_upsample2d_bwd(ctx, MT_UPSAMPLE_BILINEAR, true, &up4, &x4);
     if (!strcmp(op, "dice_sums")) return mt_dice_sums(ctx, &p3, &g3, false, &s3);
     if (!strcmp(op, "dice_bwd")) return mt_dice_bwd(ctx, &p3, &g3, &c3, true, &dp3);
+    /* Llama-family layers: RMSNorm of 2x2, RoPE and attention on the 1x2x2x2 maps (T 2, 2
+     * heads, D 2) with one kv head of 2 keys, SwiGLU of 2x2 */
+    mt_tensor r2 = mt_tensor_1d(f + 344, MT_F32, dev, 2),
+              cs = mt_tensor_2d(f + 348, MT_F32, dev, 2, 1),
+              sn = mt_tensor_2d(f + 352, MT_F32, dev, 2, 1);
+    mt_tensor kk = mt_tensor_4d(f + 360, MT_F32, dev, 1, 2, 1, 2),
+              vv = mt_tensor_4d(f + 364, MT_F32, dev, 1, 2, 1, 2);
+    mt_tensor ls = mt_tensor_3d(f + 368, MT_F32, dev, 1, 2, 2),
+              dov = mt_tensor_4d(f + 372, MT_F32, dev, 1, 2, 2, 2);
+    mt_tensor dqq = mt_tensor_4d(f + 380, MT_F32, dev, 1, 2, 2, 2),
+              dkk = mt_tensor_4d(f + 388, MT_F32, dev, 1, 2, 1, 2);
+    mt_tensor dvv = mt_tensor_4d(f + 392, MT_F32, dev, 1, 2, 1, 2),
+              o22c = mt_tensor_2d(f + 400, MT_F32, dev, 2, 2);
+    if (!strcmp(op, "rmsnorm_fwd")) return mt_rmsnorm_fwd(ctx, &m22, &v2, 1e-6f, &o22, &r2);
+    if (!strcmp(op, "rmsnorm_bwd")) return mt_rmsnorm_bwd(ctx, &m22, &v2, &r2, &m22b, &o22, &u2);
+    if (!strcmp(op, "rope")) return mt_rope(ctx, &x4, &cs, &sn, false, &y4);
+    if (!strcmp(op, "attention_fwd"))
+        return mt_attention_fwd(ctx, &x4, &kk, &vv, 0.5f, true, &y4, &ls);
+    if (!strcmp(op, "attention_bwd"))
+        return mt_attention_bwd(ctx, &x4, &kk, &vv, &y4, &ls, &dov, 0.5f, true, &dqq, &dkk, &dvv);
+    if (!strcmp(op, "swiglu_fwd")) return mt_swiglu_fwd(ctx, &m22, &m22b, &o22);
+    if (!strcmp(op, "swiglu_bwd")) return mt_swiglu_bwd(ctx, &m22, &m22b, &o22b, &o22, &o22c);
     return mt_fail(MT_ERR_INTERNAL, "test_ops: no call for op '%s'", op);
 }
 
@@ -3751,6 +4718,42 @@ static void test_determinism(void) {
         fill_uniform(&ds.in[1], 0, 1);
         same_for_threads("dice sums", call_dice_sums, &dsp, &ds);
     }
+
+    /* Llama-family layers: the RMSNorm weight gradient (a column sum over chunks of rows) and
+     * attention, whose backward takes one pass over (batch, kv head) on one thread and two passes
+     * (key blocks, then query blocks) on three when B*Hkv is small: the two must agree */
+    rms_p rp = {1e-6f, false, true};
+    io rb = {.nin = 4, .nout = 2};
+    rb.in[0] = HT(MT_F32, 3001, 70);
+    rb.in[1] = HT(MT_F32, 70);
+    rb.in[2] = HT(MT_F32, 3001);
+    rb.in[3] = HT(MT_F32, 3001, 70);
+    fill_normal(&rb.in[0], 1);
+    fill_normal(&rb.in[1], 1);
+    fill_uniform(&rb.in[2], 0.5, 2);
+    fill_normal(&rb.in[3], 1);
+    rb.out[0] = HT(MT_F32, 3001, 70);
+    rb.out[1] = HT(MT_F32, 70);
+    memset(rb.out[1].data, 0, mt_tensor_bytes(&rb.out[1]));
+    same_for_threads("rmsnorm backward", call_rms_bwd, &rp, &rb);
+    const att_dims dims[] = {ATT(1, 300, 300, 2, 1, 32), ATT(1, 130, 400, 4, 2, 16),
+                             ATT(2, 200, 200, 6, 3, 16), ATT(1, 1, 3000, 8, 2, 64)};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
+        const att_dims a = dims[i];
+        mt_tensor in[4], fr[MAX_IO];
+        att_inputs(&a, in);
+        att_p ap = {(float)(1 / sqrt((double)a.d)), i != 2, true};
+        io f = {.nin = 3, .nout = 2, .in = {in[0], in[1], in[2]}};
+        f.out[0] = H_like(&in[0]);
+        f.out[1] = HT(MT_F32, a.b, a.hq, a.t);
+        same_for_threads("attention forward", call_att_fwd, &ap, &f);
+        MT_CHECK_OK(run_on(&g_ctx[MT_CPU], call_att_fwd, &ap, &f, fr));
+        io bw = {.nin = 6, .nout = 3, .in = {in[0], in[1], in[2], fr[0], fr[1], in[3]}};
+        bw.out[0] = H_like(&in[0]);
+        bw.out[1] = H_like(&in[1]);
+        bw.out[2] = H_like(&in[2]);
+        same_for_threads("attention backward", call_att_bwd, &ap, &bw);
+    }
 }
 
 /* ==== tensors, contexts, the registry
@@ -3894,7 +4897,11 @@ static void test_census(void) {
                                       "maxpool2d_bwd",
                                       "avgpool2d_bwd",
                                       "upsample2d_bwd",
-                                      "dropout_bwd"};
+                                      "dropout_bwd",
+                                      "rmsnorm_bwd",
+                                      "rope",
+                                      "attention_bwd",
+                                      "swiglu_bwd"};
     int total = 0, cross = 0, fd = 0, skips = 0;
     for (int i = 0; i < mt_op_count(); i++) {
         MT_CHECK(g_cases[i] >= 3, "(op %s ran %d cases on cpu)", mt_op_name(i), g_cases[i]);
@@ -3971,11 +4978,19 @@ int main(int argc, char **argv) {
     RUN(test_channels);
     RUN(test_optim);
     RUN(test_sumsq);
+    RUN(test_rmsnorm);
+    RUN(test_rope);
+    RUN(test_attention);
+    RUN(test_attention_long);
+    RUN(test_swiglu);
+    RUN(test_llama_torch);
     RUN(test_bad_args);
     RUN(test_bad_args_layers);
     RUN(test_bad_args_decoder);
+    RUN(test_bad_args_llama);
     RUN(test_not_implemented);
     RUN(test_determinism);
+    RUN(test_attention_bench);
     RUN(test_census);
     for (int d = 0; d < MT_DEVICE_COUNT; d++)
         if (g_have[d]) mt_ctx_free(&g_ctx[d]);

@@ -101,6 +101,27 @@ mt_status mt_cpu_dropout_bwd(mt_ctx *ctx, float p, const mt_tensor *mask, const 
 mt_status mt_cpu_channels_put(mt_ctx *ctx, const mt_tensor *src, int64_t offset, mt_tensor *dst);
 mt_status mt_cpu_channels_get(mt_ctx *ctx, const mt_tensor *src, int64_t offset, float beta,
                               mt_tensor *out);
+/* cpu_rmsnorm.c */
+mt_status mt_cpu_rmsnorm_fwd(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *w, float eps,
+                             mt_tensor *y, mt_tensor *rstd);
+mt_status mt_cpu_rmsnorm_bwd(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *w,
+                             const mt_tensor *rstd, const mt_tensor *dy, mt_tensor *dx,
+                             mt_tensor *dw);
+/* cpu_rope.c */
+mt_status mt_cpu_rope(mt_ctx *ctx, const mt_tensor *x, const mt_tensor *cos, const mt_tensor *sin,
+                      bool inverse, mt_tensor *y);
+/* cpu_attention.c */
+mt_status mt_cpu_attention_fwd(mt_ctx *ctx, const mt_tensor *q, const mt_tensor *k,
+                               const mt_tensor *v, float scale, bool causal, mt_tensor *out,
+                               mt_tensor *lse);
+mt_status mt_cpu_attention_bwd(mt_ctx *ctx, const mt_tensor *q, const mt_tensor *k,
+                               const mt_tensor *v, const mt_tensor *out, const mt_tensor *lse,
+                               const mt_tensor *dout, float scale, bool causal, mt_tensor *dq,
+                               mt_tensor *dk, mt_tensor *dv);
+/* cpu_swiglu.c */
+mt_status mt_cpu_swiglu_fwd(mt_ctx *ctx, const mt_tensor *gate, const mt_tensor *up, mt_tensor *y);
+mt_status mt_cpu_swiglu_bwd(mt_ctx *ctx, const mt_tensor *gate, const mt_tensor *up,
+                            const mt_tensor *dy, mt_tensor *dgate, mt_tensor *dup);
 /* cpu_optim.c */
 mt_status mt_cpu_sgd_step(mt_ctx *ctx, mt_tensor *param, const mt_tensor *grad,
                           mt_tensor *momentum_buf, float lr, float momentum, float dampening,
