@@ -26,6 +26,8 @@ mt_status mt_cmd_synth(mt_comm *comm, int argc, char **argv);
 void mt_cmd_synth_usage(FILE *out);
 mt_status mt_cmd_pack(mt_comm *comm, int argc, char **argv);
 void mt_cmd_pack_usage(FILE *out);
+mt_status mt_cmd_pack_text(mt_comm *comm, int argc, char **argv);
+void mt_cmd_pack_text_usage(FILE *out);
 mt_status mt_cmd_info(mt_comm *comm, int argc, char **argv);
 void mt_cmd_info_usage(FILE *out);
 mt_status mt_cmd_anonymize(mt_comm *comm, int argc, char **argv);

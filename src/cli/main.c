@@ -16,6 +16,8 @@ static const mt_command commands[] = {
      mt_cmd_synth, mt_cmd_synth_usage},
     {"pack", "turn DICOM folders or PNG/JPEG manifests into one PHI-free HDF5 pack (MPI-parallel)",
      true, mt_cmd_pack, mt_cmd_pack_usage},
+    {"pack-text", "tokenize prompt/response or LLaVA chat JSONL into an HDF5 text pack (LM tuning)",
+     false, mt_cmd_pack_text, mt_cmd_pack_text_usage},
     {"info", "describe a pack: counts, label prevalence per split, image format, provenance", false,
      mt_cmd_info, mt_cmd_info_usage},
     {"anonymize", "write de-identified copies of DICOM files (PS3.15 basic profile)", false,
