@@ -25,6 +25,7 @@
 
 #include "medtrain/pack.h"
 #include "medtrain/status.h"
+#include "medtrain/tensor.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -91,6 +92,11 @@ mt_status mt_loader_next(mt_loader *l, const mt_batch **out);
 /* Seconds mt_loader_next spent waiting for the reader thread (data-wait time). */
 double mt_loader_wait_seconds(const mt_loader *l);
 void mt_loader_close(mt_loader *l);
+
+/* The batch's images as a model input (n, size, size, channels) f32 on the host: the grey
+ * images themselves for 1 channel, else each grey value repeated over the channels into scratch
+ * (n * size * size * channels floats), for models pretrained on RGB. */
+mt_tensor mt_batch_images(const mt_batch *b, int channels, float *scratch);
 
 #ifdef __cplusplus
 }

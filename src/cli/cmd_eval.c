@@ -250,14 +250,7 @@ static mt_status predict_split(mt_comm *comm, mt_ctx *ctx, mt_model *model, cons
         const mt_batch *b;
         st = mt_loader_next(l, &b);
         if (st != MT_OK) break;
-        size_t px = (size_t)b->n * b->size * b->size;
-        float *x = b->images;
-        if (C > 1) {
-            for (size_t q = 0; q < px; q++)
-                for (int ch = 0; ch < C; ch++) x3[q * C + ch] = b->images[q];
-            x = x3;
-        }
-        mt_tensor xt = mt_tensor_4d(x, MT_F32, MT_CPU, b->n, b->size, b->size, C);
+        mt_tensor xt = mt_batch_images(b, C, x3);
         mt_tensor yt = mt_tensor_2d(logits + (size_t)i * batch * L, MT_F32, MT_CPU, b->n, L);
         st = mt_model_forward(model, ctx, &xt, false, 0, 0, &yt);
         for (int j = 0; j < b->n; j++) idx[i * batch + j] = b->weights[j] > 0 ? b->indices[j] : -1;

@@ -232,13 +232,7 @@ static mt_status predict_cases(seg_eval *e, mt_comm *comm, mt_ctx *ctx, mt_model
         const mt_batch *b;
         st = mt_loader_next(l, &b);
         if (st != MT_OK) break;
-        float *x = b->images;
-        if (Cin > 1) {
-            for (int64_t q = 0; q < (int64_t)b->n * P; q++)
-                for (int ch = 0; ch < Cin; ch++) x3[q * Cin + ch] = b->images[q];
-            x = x3;
-        }
-        mt_tensor xt = mt_tensor_4d(x, MT_F32, MT_CPU, b->n, S, S, Cin);
+        mt_tensor xt = mt_batch_images(b, Cin, x3);
         mt_tensor yt = mt_tensor_4d(z, MT_F32, MT_CPU, b->n, S, S, K);
         st = mt_model_forward(model, ctx, &xt, false, 0, 0, &yt);
         for (int j = 0; st == MT_OK && j < b->n; j++) {

@@ -839,3 +839,12 @@ void mt_loader_close(mt_loader *l) {
     mt_free(l->path);
     mt_free(l);
 }
+
+mt_tensor mt_batch_images(const mt_batch *b, int channels, float *scratch) {
+    int S = b->size;
+    if (channels <= 1) return mt_tensor_4d(b->images, MT_F32, MT_CPU, b->n, S, S, 1);
+    size_t px = (size_t)b->n * S * S;
+    for (size_t i = 0; i < px; i++)
+        for (int ch = 0; ch < channels; ch++) scratch[i * channels + ch] = b->images[i];
+    return mt_tensor_4d(scratch, MT_F32, MT_CPU, b->n, S, S, channels);
+}

@@ -44,23 +44,13 @@ static mt_status ensure(classify *c, int n, int size) {
     return MT_OK;
 }
 
-/* The batch as the model's input tensor (N,S,S,C). */
-static mt_tensor input(classify *c, const mt_batch *b) {
-    int S = b->size, C = c->in_channels;
-    if (C == 1) return mt_tensor_4d(b->images, MT_F32, MT_CPU, b->n, S, S, 1);
-    size_t px = (size_t)b->n * S * S;
-    for (size_t i = 0; i < px; i++)
-        for (int ch = 0; ch < C; ch++) c->x[i * C + ch] = b->images[i];
-    return mt_tensor_4d(c->x, MT_F32, MT_CPU, b->n, S, S, C);
-}
-
 static mt_status classify_train_micro(mt_task *t, mt_ctx *ctx, const mt_batch *b, uint64_t seed,
                                       int64_t step, mt_grad_ready_fn ready, void *user,
                                       double *loss_sum, double *count) {
     classify *c = t->state;
     int L = c->n_labels;
     MT_TRY(ensure(c, b->n, b->size));
-    mt_tensor x = input(c, b);
+    mt_tensor x = mt_batch_images(b, c->in_channels, c->x);
     mt_tensor logits = mt_tensor_2d(c->logits, MT_F32, MT_CPU, b->n, L);
     mt_tensor dlogits = mt_tensor_2d(c->dlogits, MT_F32, MT_CPU, b->n, L);
     mt_tensor targets = mt_tensor_2d(c->targets, MT_F32, MT_CPU, b->n, L);
@@ -88,7 +78,7 @@ static mt_status classify_train_micro(mt_task *t, mt_ctx *ctx, const mt_batch *b
 static mt_status classify_predict(mt_task *t, mt_ctx *ctx, const mt_batch *b, float *out) {
     classify *c = t->state;
     MT_TRY(ensure(c, b->n, b->size));
-    mt_tensor x = input(c, b);
+    mt_tensor x = mt_batch_images(b, c->in_channels, c->x);
     mt_tensor logits = mt_tensor_2d(out, MT_F32, MT_CPU, b->n, c->n_labels);
     return mt_model_forward(t->model, ctx, &x, false, 0, 0, &logits);
 }

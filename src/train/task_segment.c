@@ -70,22 +70,13 @@ static const char *fg_name(const segment *s, int c) {
     return s->info->mask_classes[s->multilabel ? c : c + 1];
 }
 
-static mt_tensor input(segment *s, const mt_batch *b) {
-    int S = b->size, C = s->in_channels;
-    if (C == 1) return mt_tensor_4d(b->images, MT_F32, MT_CPU, b->n, S, S, 1);
-    size_t px = (size_t)b->n * S * S;
-    for (size_t i = 0; i < px; i++)
-        for (int ch = 0; ch < C; ch++) s->x[i * C + ch] = b->images[i];
-    return mt_tensor_4d(s->x, MT_F32, MT_CPU, b->n, S, S, C);
-}
-
 static mt_status segment_train_micro(mt_task *t, mt_ctx *ctx, const mt_batch *b, uint64_t seed,
                                      int64_t step, mt_grad_ready_fn ready, void *user,
                                      double *loss_sum, double *count) {
     segment *s = t->state;
     int S = b->size;
     MT_TRY(ensure(s, b->n, S));
-    mt_tensor x = input(s, b);
+    mt_tensor x = mt_batch_images(b, s->in_channels, s->x);
     mt_tensor logits = mt_tensor_4d(s->logits, MT_F32, MT_CPU, b->n, S, S, s->k);
     MT_TRY(mt_model_forward(t->model, ctx, &x, true, seed, (uint64_t)step, &logits));
     MT_TRY(mt_seg_loss_compute(s->loss, ctx, s->logits, b->masks, b->weights, b->n, S,
@@ -107,7 +98,7 @@ static mt_status segment_predict(mt_task *t, mt_ctx *ctx, const mt_batch *b, flo
     int K = s->k, S = b->size, F = s->fg;
     int64_t P = (int64_t)S * S;
     MT_TRY(ensure(s, b->n, S));
-    mt_tensor x = input(s, b);
+    mt_tensor x = mt_batch_images(b, s->in_channels, s->x);
     mt_tensor logits = mt_tensor_4d(s->logits, MT_F32, MT_CPU, b->n, S, S, K);
     MT_TRY(mt_model_forward(t->model, ctx, &x, false, 0, 0, &logits));
     MT_TRY(mt_seg_loss_compute(s->loss, ctx, s->logits, b->masks, b->weights, b->n, S,

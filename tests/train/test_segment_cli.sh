@@ -148,6 +148,10 @@ expect_in sigmoid_head_eval_dice "$tmp/se.log" 'mean Dice = [0-9.]+'
 run dice_only 0 "$tmp/d.log" -- "${train[@]}" run.dir="$tmp/rd" train.loss=dice "${short[@]}"
 run ce_only 0 "$tmp/c.log" -- "${train[@]}" run.dir="$tmp/rc" train.loss=ce "${short[@]}"
 run bilinear 0 "$tmp/b.log" -- "${train2[@]}" run.dir="$tmp/rb" model.upsample=bilinear "${short[@]}"
+# 3 input channels: the grey image repeated (models pretrained on RGB), in training and eval
+run three_channels 0 "$tmp/c3.log" -- "${train[@]}" run.dir="$tmp/r3" model.in_channels=3 "${short[@]}"
+run three_channels_eval 0 "$tmp/c3e.log" -- "$medtrain" eval "$tmp/r3" --out "$tmp/ev3c" --overlays 0
+expect_in three_channels_eval_dice "$tmp/c3e.log" 'mean Dice = [0-9.]+'
 
 # ---- multi-label masks: a sigmoid output per structure --------------------------------------------
 ml=(data.pack="$tmp/pack_ml.h5" model.head=sigmoid model.norm=instance train.steps=6
