@@ -9,7 +9,9 @@
 # Both sides train with AdamW, fp32, 1 input channel, 14 labels, the same global batch. medtrain
 # reads a real pack (its loader runs in a background thread; augmentation off), PyTorch a fixed
 # random tensor. Configurations: 1 rank x 2 threads (PyTorch: 2 threads), 2 ranks x 1 thread
-# (PyTorch: 2 threads, one process), and medtrain 1 rank x 1 thread for the scaling figure.
+# (PyTorch: 2 threads, one process), and medtrain 1 rank x 1 thread and 2 ranks x 1 thread at twice
+# the global batch for the scaling figures: at a fixed global batch (2x1 / 2 x 1x1) and at a fixed
+# per-rank batch (2x1-weak / 2 x 1x1).
 # Prints one JSON line per measurement: img/s over the timed steps and peak RSS per process.
 set -euo pipefail
 build=$1
@@ -42,8 +44,8 @@ checkpoint: {every: 100000}
 EOF
 
 # img/s over steps warm+1..warm+steps from log.jsonl; peak RSS (MB) from GNU time.
-measure() { # LABEL RANKS THREADS MODEL
-  local label=$1 ranks=$2 threads=$3 model=$4
+measure() { # LABEL RANKS THREADS MODEL [GLOBAL_BATCH]
+  local label=$1 ranks=$2 threads=$3 model=$4 batch=${5:-$batch}
   rm -rf "$tmp/run"
   local total=$((warm + steps))
   local cmd=("$bin" train "$tmp/job.yaml" model.arch="$model" train.batch="$batch"
@@ -70,6 +72,8 @@ for model in $models; do
   measure 1x2 1 2 "$model"
   measure 2x1 2 1 "$model"
   measure 1x1 1 1 "$model"
+  # the same per-rank batch as 1x1 (how DDP/Horovod report scaling): 2x1-weak / (2 x 1x1)
+  measure 2x1-weak 2 1 "$model" $((2 * batch))
   OMP_NUM_THREADS=2 "$python" "$peer" "$model" --batch "$batch" --size "$size" --channels 1 \
       --labels 14 --threads 2 --steps "$steps" --warmup "$warm"
 done
