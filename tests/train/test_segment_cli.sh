@@ -68,19 +68,6 @@ checkpoint:
 EOF
 train=("$medtrain" train "$tmp/job.yaml")
 train2=("$mpiexec" -n 2 "$medtrain" train "$tmp/job.yaml")
-losses() { grep -o '"loss":[^,}]*' "$1/log.jsonl" | cut -d: -f2; }
-compare_losses() { # NAME DIR1 DIR2 STEPS: the first STEPS losses agree within 1e-5 (relative)
-  if [ ! -f "$2/log.jsonl" ] || [ ! -f "$3/log.jsonl" ]; then bad "$1" "a log is missing"; return; fi
-  paste <(losses "$2") <(losses "$3") | head -n "$4" >"$tmp/losses.txt"
-  local n worst
-  n=$(wc -l <"$tmp/losses.txt")
-  worst=$(awk '{d = $1 - $2; if (d < 0) d = -d; r = d / ($2 < 0 ? -$2 : $2); if (r > m) m = r} END {printf "%.3g", m}' "$tmp/losses.txt")
-  if [ "$n" = "$4" ] && awk -v w="$worst" 'BEGIN {exit !(w <= 1e-5)}'; then
-    ok "$1 ($n steps, worst relative difference $worst)"
-  else
-    bad "$1" "$n steps compared, worst relative difference $worst"; sed 's/^/    /' "$tmp/losses.txt"
-  fi
-}
 
 # ---- 1 rank x 8 vs 2 ranks x 4 -------------------------------------------------------------------
 inst=(model.norm=instance train.steps=15 data.pack="$tmp/pack_to.h5" checkpoint.every=100)

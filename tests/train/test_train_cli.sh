@@ -82,20 +82,6 @@ run train_2_ranks 0 "$tmp/t2.log" -- "${train2[@]}" run.dir="$tmp/r2"
 frozen=(model.freeze_bn=true train.lr=0.001 data.pack="$tmp/pack_to.h5" train.val_every=0)
 run train_frozen_1_rank 0 "$tmp/f1.log" -- "${train[@]}" run.dir="$tmp/f1" "${frozen[@]}"
 run train_frozen_2_ranks 0 "$tmp/f2.log" -- "${train2[@]}" run.dir="$tmp/f2" "${frozen[@]}"
-losses() { grep -o '"loss":[^,}]*' "$1/log.jsonl" | cut -d: -f2; }
-# compare_losses NAME DIR1 DIR2 STEPS: the first STEPS losses agree within 1e-5 (relative)
-compare_losses() {
-  if [ ! -f "$2/log.jsonl" ] || [ ! -f "$3/log.jsonl" ]; then bad "$1" "a log is missing"; return; fi
-  paste <(losses "$2") <(losses "$3") | head -n "$4" >"$tmp/losses.txt"
-  local n worst
-  n=$(wc -l <"$tmp/losses.txt")
-  worst=$(awk '{d = $1 - $2; if (d < 0) d = -d; r = d / ($2 < 0 ? -$2 : $2); if (r > m) m = r} END {printf "%.3g", m}' "$tmp/losses.txt")
-  if [ "$n" = "$4" ] && awk -v w="$worst" 'BEGIN {exit !(w <= 1e-5)}'; then
-    ok "$1 ($n steps, worst relative difference $worst)"
-  else
-    bad "$1" "$n steps compared, worst relative difference $worst"; sed 's/^/    /' "$tmp/losses.txt"
-  fi
-}
 compare_losses same_losses_1x16_2x8_frozen_bn "$tmp/f1" "$tmp/f2" 20
 compare_losses same_first_loss_1x16_2x8_sync_bn "$tmp/r1" "$tmp/r2" 1
 first=$(losses "$tmp/f1" | head -1)
